@@ -1,0 +1,246 @@
+//! The one webrtc-rs `API` every peer connection is made from, and the single shared UDP
+//! port all media of all participants flows through.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use webrtc::api::interceptor_registry::{configure_rtcp_reports, configure_twcc_receiver_only};
+use webrtc::api::media_engine::{
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
+};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::{APIBuilder, API};
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice::network_type::NetworkType;
+use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
+use webrtc::ice::udp_network::UDPNetwork;
+use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
+use webrtc::interceptor::nack::generator::Generator;
+use webrtc::interceptor::nack::responder::Responder;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_codec::{
+    RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType,
+};
+use webrtc::rtp_transceiver::RTCPFeedback;
+
+use crate::error::Result;
+
+/// Media settings the server's config provides.
+#[derive(Debug, Clone)]
+pub struct RtcSettings {
+    /// The one UDP socket all media uses (port 0 picks a free one).
+    pub udp_bind: SocketAddr,
+    /// Addresses announced in ICE candidates instead of the interfaces' own (1:1 NAT).
+    pub announce_ips: Vec<IpAddr>,
+    /// Announce loopback addresses too (needed when clients run on this host).
+    pub include_loopback: bool,
+    /// Packets queued per subscriber and track before the oldest are dropped.
+    pub subscriber_queue_packets: usize,
+    /// Minimum time between two keyframe requests sent to one publisher's track.
+    pub keyframe_request_interval: Duration,
+    /// Packets kept per outgoing video stream to answer NACKs (a power of two).
+    pub nack_buffer_packets: u16,
+}
+
+impl Default for RtcSettings {
+    fn default() -> Self {
+        RtcSettings {
+            udp_bind: SocketAddr::from(([0, 0, 0, 0], 7882)),
+            announce_ips: Vec::new(),
+            include_loopback: true,
+            subscriber_queue_packets: 256,
+            keyframe_request_interval: Duration::from_millis(500),
+            nack_buffer_packets: 1024,
+        }
+    }
+}
+
+/// Owns the shared UDP mux and the `API`; cheap to share behind an `Arc`.
+pub struct RtcEngine {
+    api: API,
+    udp_mux: Arc<UDPMuxDefault>,
+    udp_addr: SocketAddr,
+    settings: RtcSettings,
+}
+
+const RTCP_FEEDBACK_VIDEO: [(&str, &str); 4] = [
+    ("goog-remb", ""),
+    ("ccm", "fir"),
+    ("nack", ""),
+    ("nack", "pli"),
+];
+
+fn video_codec(mime: &str, fmtp: &str, payload_type: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        capability: RTCRtpCodecCapability {
+            mime_type: mime.to_owned(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback: RTCP_FEEDBACK_VIDEO
+                .iter()
+                .map(|(typ, parameter)| RTCPFeedback {
+                    typ: (*typ).to_owned(),
+                    parameter: (*parameter).to_owned(),
+                })
+                .collect(),
+        },
+        payload_type,
+        ..Default::default()
+    }
+}
+
+/// The codecs Switchyard forwards. No RTX: webrtc-rs 0.17 drops repaired streams, so
+/// without it Chrome retransmits in the main stream, which the router forwards as is.
+fn media_engine() -> Result<MediaEngine> {
+    let mut m = MediaEngine::default();
+    m.register_codec(
+        RTCRtpCodecParameters {
+            capability: RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+            ..Default::default()
+        },
+        RTPCodecType::Audio,
+    )?;
+    for codec in [
+        video_codec(MIME_TYPE_VP8, "", 96),
+        video_codec(MIME_TYPE_VP9, "profile-id=0", 98),
+        video_codec(
+            MIME_TYPE_H264,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            102,
+        ),
+        video_codec(
+            MIME_TYPE_H264,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+            108,
+        ),
+    ] {
+        m.register_codec(codec, RTPCodecType::Video)?;
+    }
+    // mid/rid are what webrtc-rs needs to demultiplex (and, later, to receive simulcast).
+    for (uri, kinds) in [
+        (
+            "urn:ietf:params:rtp-hdrext:sdes:mid",
+            &[RTPCodecType::Audio, RTPCodecType::Video][..],
+        ),
+        (
+            "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+            &[RTPCodecType::Video][..],
+        ),
+        (
+            "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+            &[RTPCodecType::Video][..],
+        ),
+        (
+            "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            &[RTPCodecType::Audio][..],
+        ),
+    ] {
+        for kind in kinds {
+            m.register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: uri.to_owned(),
+                },
+                *kind,
+                None,
+            )?;
+        }
+    }
+    Ok(m)
+}
+
+/// NACK generation towards publishers and answering subscribers' NACKs from a bounded
+/// per-stream buffer, RTCP reports, and TWCC feedback to publishers. Built by hand rather
+/// than `register_default_interceptors` to bound the NACK buffer (its default keeps 8192
+/// packets per outgoing stream, about 10 MB of video for every subscriber).
+fn interceptors(media: &mut MediaEngine, nack_buffer_packets: u16) -> Result<Registry> {
+    let mut registry = Registry::new();
+    let log2 = (nack_buffer_packets.max(64).next_power_of_two()).trailing_zeros() as u8;
+    registry.add(Box::new(Responder::builder().with_log2_size(log2)));
+    registry.add(Box::new(Generator::builder()));
+    registry = configure_rtcp_reports(registry);
+    registry = configure_twcc_receiver_only(registry, media)?;
+    Ok(registry)
+}
+
+impl RtcEngine {
+    /// Binds the media UDP port and prepares the shared `API`.
+    pub async fn bind(settings: RtcSettings) -> Result<Self> {
+        let socket = tokio::net::UdpSocket::bind(settings.udp_bind).await?;
+        let udp_addr = socket.local_addr()?;
+        let udp_mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
+
+        let mut setting_engine = SettingEngine::default();
+        setting_engine.set_udp_network(UDPNetwork::Muxed(udp_mux.clone()));
+        // mDNS would open a multicast socket per connection, which fails where there is
+        // no multicast (containers, sandboxes) and gains nothing for a server.
+        setting_engine.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+        setting_engine.set_network_types(vec![NetworkType::Udp4]);
+        setting_engine.set_include_loopback_candidate(settings.include_loopback);
+        if !settings.announce_ips.is_empty() {
+            setting_engine.set_nat_1to1_ips(
+                settings
+                    .announce_ips
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                RTCIceCandidateType::Host,
+            );
+        }
+        let bound_ip = udp_addr.ip();
+        if !bound_ip.is_unspecified() {
+            // Bound to one address: announce only it, not every interface's.
+            setting_engine.set_ip_filter(Box::new(move |ip| ip == bound_ip));
+        }
+
+        let mut media = media_engine()?;
+        let registry = interceptors(&mut media, settings.nack_buffer_packets)?;
+        let api = APIBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(setting_engine)
+            .build();
+        Ok(RtcEngine {
+            api,
+            udp_mux,
+            udp_addr,
+            settings,
+        })
+    }
+
+    /// The address of the shared media socket.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    pub fn settings(&self) -> &RtcSettings {
+        &self.settings
+    }
+
+    pub(crate) async fn new_peer_connection(&self) -> Result<Arc<RTCPeerConnection>> {
+        // The server never gathers through STUN/TURN: its candidates are its own addresses.
+        let pc = self
+            .api
+            .new_peer_connection(RTCConfiguration::default())
+            .await?;
+        Ok(Arc::new(pc))
+    }
+
+    /// Stops the shared socket; call after every peer connection is closed.
+    pub async fn close(&self) {
+        use webrtc::ice::udp_mux::UDPMux;
+        if let Err(e) = self.udp_mux.close().await {
+            tracing::debug!(error = %e, "closing UDP mux");
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! One participant's media: its publisher and subscriber peer connections, the tracks it
+//! publishes (uptracks) and the tracks it receives (downtracks).
+//!
+//! One task per participant owns both connections, so the slow WebRTC operations
+//! (applying SDP, gathering) of one participant never hold up its room or anyone else.
+//! It never takes a lock across an await; everything it shares is behind channels.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_remote::TrackRemote;
+
+use switchyard_signal::{
+    ClientMessage, ErrorCode, IceCandidate, PublishedTrackMeta, ServerMessage, Target, TrackKind,
+    TrackSource,
+};
+use switchyard_stats::MediaStats;
+
+use super::downtrack::DownTrack;
+use super::engine::RtcEngine;
+use super::uptrack::UpTrack;
+use crate::error::{Result, RouterError};
+use crate::ids::{ParticipantId, TrackId};
+use crate::room::{RoomCommand, RoomTx};
+use crate::SignalTx;
+
+/// How long to wait for ICE gathering so the SDP carries the server's candidates (clients
+/// that never trickle, such as aiortc, need them there). With the shared UDP port this
+/// completes at once; the bound only guards against a stuck gatherer.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(crate) enum ParticipantCommand {
+    /// `publish_offer`, `subscribe_answer` or `candidate` from the client.
+    Signal(ClientMessage),
+    Subscribe(Arc<UpTrack>),
+    Unsubscribe(TrackId),
+    Close,
+}
+
+pub(crate) type ParticipantTx = mpsc::UnboundedSender<ParticipantCommand>;
+
+enum PeerEvent {
+    PublisherTrack(Arc<TrackRemote>),
+}
+
+pub(crate) struct ParticipantContext {
+    pub id: ParticipantId,
+    pub engine: Arc<RtcEngine>,
+    pub room: RoomTx,
+    pub signal: SignalTx,
+    pub stats: Arc<MediaStats>,
+}
+
+/// Starts the participant's task; it creates both peer connections before handling any
+/// command, so commands sent right away are simply queued.
+pub(crate) fn spawn(ctx: ParticipantContext) -> ParticipantTx {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let span = tracing::info_span!("participant", id = %ctx.id);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            match Participant::new(ctx).await {
+                Ok((participant, events)) => participant.run(rx, events).await,
+                Err((e, room, id)) => {
+                    tracing::error!(error = %e, "could not create peer connections");
+                    let _ = room.send(RoomCommand::Leave { id });
+                }
+            }
+        },
+        span,
+    ));
+    tx
+}
+
+struct Participant {
+    ctx: ParticipantContext,
+    publisher: Arc<RTCPeerConnection>,
+    subscriber: Arc<RTCPeerConnection>,
+    publisher_sdp_sent: Arc<AtomicBool>,
+    subscriber_sdp_sent: Arc<AtomicBool>,
+    /// Sources the client declared in `publish_offer`, by track id.
+    declared_sources: HashMap<String, TrackSource>,
+    downtracks: HashMap<TrackId, DownTrack>,
+    /// A `subscribe_offer` is out and its answer has not come back.
+    awaiting_answer: bool,
+    /// The set of downtracks changed since the last offer.
+    needs_offer: bool,
+    /// Video subscribed since the last answer: each needs a keyframe once bound.
+    awaiting_keyframe: Vec<Arc<UpTrack>>,
+    /// Client candidates that arrived before the description they belong to.
+    early_candidates: HashMap<Target, Vec<RTCIceCandidateInit>>,
+}
+
+impl Participant {
+    #[allow(clippy::type_complexity)]
+    async fn new(
+        ctx: ParticipantContext,
+    ) -> std::result::Result<
+        (Participant, mpsc::UnboundedReceiver<PeerEvent>),
+        (RouterError, RoomTx, ParticipantId),
+    > {
+        let pcs = async {
+            let publisher = ctx.engine.new_peer_connection().await?;
+            let subscriber = ctx.engine.new_peer_connection().await?;
+            Ok::<_, RouterError>((publisher, subscriber))
+        };
+        let (publisher, subscriber) = match pcs.await {
+            Ok(pcs) => pcs,
+            Err(e) => return Err((e, ctx.room.clone(), ctx.id.clone())),
+        };
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        // Handlers capture channel senders and ids only, never a connection's Arc: webrtc-rs
+        // keeps handlers alive after close, so an Arc here would leak the connection.
+        publisher.on_track(Box::new(move |track, _receiver, _transceiver| {
+            let _ = events_tx.send(PeerEvent::PublisherTrack(track));
+            Box::pin(async {})
+        }));
+        let publisher_sdp_sent = Arc::new(AtomicBool::new(false));
+        let subscriber_sdp_sent = Arc::new(AtomicBool::new(false));
+        for (pc, target, sent) in [
+            (&publisher, Target::Publisher, &publisher_sdp_sent),
+            (&subscriber, Target::Subscriber, &subscriber_sdp_sent),
+        ] {
+            watch_connection(pc, target, &ctx.id, &ctx.signal, sent.clone());
+        }
+        Ok((
+            Participant {
+                ctx,
+                publisher,
+                subscriber,
+                publisher_sdp_sent,
+                subscriber_sdp_sent,
+                declared_sources: HashMap::new(),
+                downtracks: HashMap::new(),
+                awaiting_answer: false,
+                needs_offer: false,
+                awaiting_keyframe: Vec::new(),
+                early_candidates: HashMap::new(),
+            },
+            events_rx,
+        ))
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<ParticipantCommand>,
+        mut events: mpsc::UnboundedReceiver<PeerEvent>,
+    ) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None | Some(ParticipantCommand::Close) => break,
+                    Some(command) => self.handle(command).await,
+                },
+                Some(event) = events.recv() => match event {
+                    PeerEvent::PublisherTrack(track) => self.on_publisher_track(track),
+                },
+            }
+            if let Err(e) = self.negotiate_subscriber().await {
+                tracing::warn!(error = %e, "subscriber negotiation failed");
+                self.send_error(e.code(), format!("subscriber negotiation failed: {e}"));
+            }
+        }
+        self.close().await;
+    }
+
+    fn send(&self, message: ServerMessage) {
+        // A full or closed signaling queue means the session is gone or hopelessly
+        // behind; the session notices and ends the participant.
+        let _ = self.ctx.signal.try_send(message);
+    }
+
+    fn send_error(&self, code: ErrorCode, message: String) {
+        self.send(ServerMessage::error(code, message));
+    }
+
+    async fn handle(&mut self, command: ParticipantCommand) {
+        let result = match command {
+            ParticipantCommand::Signal(ClientMessage::PublishOffer { sdp, tracks }) => {
+                self.on_publish_offer(sdp, tracks).await
+            }
+            ParticipantCommand::Signal(ClientMessage::SubscribeAnswer { sdp }) => {
+                self.on_subscribe_answer(sdp).await
+            }
+            ParticipantCommand::Signal(ClientMessage::Candidate { target, candidate }) => {
+                self.on_candidate(target, candidate).await
+            }
+            ParticipantCommand::Signal(other) => {
+                tracing::warn!(message = other.type_name(), "not for the participant task");
+                Ok(())
+            }
+            ParticipantCommand::Subscribe(uptrack) => self.subscribe(uptrack).await,
+            ParticipantCommand::Unsubscribe(track) => self.unsubscribe(&track).await,
+            ParticipantCommand::Close => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::info!(error = %e, "request refused");
+            self.send_error(e.code(), e.to_string());
+        }
+    }
+
+    async fn on_publish_offer(
+        &mut self,
+        sdp: String,
+        tracks: Vec<PublishedTrackMeta>,
+    ) -> Result<()> {
+        for meta in tracks {
+            self.declared_sources.insert(meta.track_id, meta.source);
+        }
+        let offer = RTCSessionDescription::offer(sdp)
+            .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
+        self.publisher
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
+        self.flush_early_candidates(Target::Publisher).await;
+        let answer = self.publisher.create_answer(None).await?;
+        let sdp = set_local_and_gather(&self.publisher, answer).await?;
+        self.publisher_sdp_sent.store(true, Ordering::Relaxed);
+        self.send(ServerMessage::PublishAnswer { sdp });
+        Ok(())
+    }
+
+    async fn on_subscribe_answer(&mut self, sdp: String) -> Result<()> {
+        if !self.awaiting_answer {
+            return Err(RouterError::UnexpectedMessage(
+                "subscribe_answer",
+                "no subscribe_offer is waiting for an answer",
+            ));
+        }
+        let answer = RTCSessionDescription::answer(sdp)
+            .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
+        // On failure the offer stays pending, so the client can send a corrected answer.
+        self.subscriber
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
+        self.awaiting_answer = false;
+        self.flush_early_candidates(Target::Subscriber).await;
+        // The senders are bound now: a keyframe sent from here on reaches this subscriber.
+        for uptrack in self.awaiting_keyframe.drain(..) {
+            uptrack.request_keyframe();
+        }
+        Ok(())
+    }
+
+    async fn on_candidate(&mut self, target: Target, candidate: IceCandidate) -> Result<()> {
+        if candidate.candidate.is_empty() {
+            // End of candidates: nothing to add.
+            return Ok(());
+        }
+        let init = RTCIceCandidateInit {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_mline_index: candidate.sdp_mline_index,
+            username_fragment: candidate.username_fragment,
+        };
+        let pc = self.pc(target);
+        if pc.remote_description().await.is_none() {
+            self.early_candidates.entry(target).or_default().push(init);
+            return Ok(());
+        }
+        pc.add_ice_candidate(init)
+            .await
+            .map_err(|e| RouterError::InvalidCandidate(e.to_string()))
+    }
+
+    async fn flush_early_candidates(&mut self, target: Target) {
+        let Some(candidates) = self.early_candidates.remove(&target) else {
+            return;
+        };
+        for init in candidates {
+            if let Err(e) = self.pc(target).add_ice_candidate(init).await {
+                self.send_error(
+                    ErrorCode::InvalidCandidate,
+                    format!("invalid ICE candidate: {e}"),
+                );
+            }
+        }
+    }
+
+    fn pc(&self, target: Target) -> &Arc<RTCPeerConnection> {
+        match target {
+            Target::Publisher => &self.publisher,
+            Target::Subscriber => &self.subscriber,
+        }
+    }
+
+    fn on_publisher_track(&mut self, remote: Arc<TrackRemote>) {
+        let mut raw_id = remote.id();
+        if raw_id.is_empty() {
+            raw_id = format!("{}-{}", remote.kind(), remote.ssrc());
+        }
+        let kind = match remote.kind() {
+            webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Audio => TrackKind::Audio,
+            _ => TrackKind::Video,
+        };
+        let source = self
+            .declared_sources
+            .get(&raw_id)
+            .copied()
+            .unwrap_or_else(|| TrackSource::default_for(kind));
+        let id = TrackId::new(&raw_id);
+        tracing::info!(track = %id, ?kind, codec = %remote.codec().capability.mime_type, "publishing");
+        let room = self.ctx.room.clone();
+        let publisher = self.ctx.id.clone();
+        let uptrack = UpTrack::start(
+            id,
+            self.ctx.id.clone(),
+            remote,
+            Arc::downgrade(&self.publisher),
+            self.ctx.engine.settings().keyframe_request_interval,
+            self.ctx.stats.clone(),
+            move |track| {
+                let _ = room.send(RoomCommand::TrackEnded {
+                    id: publisher,
+                    track,
+                });
+            },
+        );
+        let _ = self.ctx.room.send(RoomCommand::TrackPublished {
+            id: self.ctx.id.clone(),
+            uptrack,
+            source,
+        });
+    }
+
+    async fn subscribe(&mut self, uptrack: Arc<UpTrack>) -> Result<()> {
+        if self.downtracks.contains_key(&uptrack.id) {
+            return Ok(());
+        }
+        // msid = "<publisher participant id> <track id>": how clients map what they receive.
+        let local = Arc::new(TrackLocalStaticRTP::new(
+            uptrack.codec.clone(),
+            uptrack.id.to_string(),
+            uptrack.publisher.to_string(),
+        ));
+        let transceiver = self
+            .subscriber
+            .add_transceiver_from_track(
+                local.clone(),
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    send_encodings: vec![],
+                }),
+            )
+            .await?;
+        let sender = transceiver.sender().await;
+        let (downtrack, queue) = DownTrack::start(
+            uptrack.clone(),
+            local,
+            sender,
+            self.ctx.engine.settings().subscriber_queue_packets,
+            self.ctx.stats.clone(),
+        );
+        uptrack.add_sink(self.ctx.id.clone(), queue);
+        if uptrack.kind == TrackKind::Video {
+            self.awaiting_keyframe.push(uptrack.clone());
+        }
+        self.downtracks.insert(uptrack.id.clone(), downtrack);
+        self.needs_offer = true;
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, track: &TrackId) -> Result<()> {
+        let Some(downtrack) = self.downtracks.remove(track) else {
+            return Ok(());
+        };
+        downtrack.uptrack.remove_sink(&self.ctx.id);
+        self.awaiting_keyframe.retain(|u| &u.id != track);
+        let sender = downtrack.sender.clone();
+        downtrack.stop();
+        self.subscriber.remove_track(&sender).await?;
+        self.needs_offer = true;
+        Ok(())
+    }
+
+    /// Offers the subscriber connection's new shape, one offer at a time: changes made
+    /// while an offer is out go into the next one, after the answer.
+    async fn negotiate_subscriber(&mut self) -> Result<()> {
+        if self.awaiting_answer || !self.needs_offer {
+            return Ok(());
+        }
+        self.needs_offer = false;
+        let offer = self.subscriber.create_offer(None).await?;
+        let sdp = set_local_and_gather(&self.subscriber, offer).await?;
+        self.subscriber_sdp_sent.store(true, Ordering::Relaxed);
+        self.awaiting_answer = true;
+        self.send(ServerMessage::SubscribeOffer { sdp });
+        Ok(())
+    }
+
+    async fn close(mut self) {
+        for (_, downtrack) in self.downtracks.drain() {
+            downtrack.uptrack.remove_sink(&self.ctx.id);
+            downtrack.stop();
+        }
+        for pc in [&self.publisher, &self.subscriber] {
+            if let Err(e) = pc.close().await {
+                tracing::debug!(error = %e, "closing peer connection");
+            }
+        }
+        tracing::info!("participant closed");
+    }
+}
+
+async fn set_local_and_gather(
+    pc: &RTCPeerConnection,
+    description: RTCSessionDescription,
+) -> Result<String> {
+    let mut gathered = pc.gathering_complete_promise().await;
+    pc.set_local_description(description).await?;
+    let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.recv()).await;
+    let local = pc
+        .local_description()
+        .await
+        .ok_or(RouterError::UnexpectedMessage(
+            "sdp",
+            "no local description after setting it",
+        ))?;
+    Ok(local.sdp)
+}
+
+/// Logs state changes and trickles candidates found after the SDP went out (the SDP itself
+/// carries every candidate gathered before).
+fn watch_connection(
+    pc: &RTCPeerConnection,
+    target: Target,
+    id: &ParticipantId,
+    signal: &SignalTx,
+    sdp_sent: Arc<AtomicBool>,
+) {
+    let id = id.clone();
+    pc.on_peer_connection_state_change(Box::new(move |state: RTCPeerConnectionState| {
+        tracing::info!(participant = %id, ?target, %state, "peer connection state");
+        Box::pin(async {})
+    }));
+    let signal = signal.clone();
+    pc.on_ice_candidate(Box::new(move |candidate: Option<RTCIceCandidate>| {
+        if let (Some(candidate), true) = (candidate, sdp_sent.load(Ordering::Relaxed)) {
+            if let Ok(init) = candidate.to_json() {
+                let _ = signal.try_send(ServerMessage::Candidate {
+                    target,
+                    candidate: IceCandidate {
+                        candidate: init.candidate,
+                        sdp_mid: None,
+                        sdp_mline_index: Some(0),
+                        username_fragment: None,
+                    },
+                });
+            }
+        }
+        Box::pin(async {})
+    }));
+}

@@ -1,0 +1,181 @@
+//! A published track as received from its publisher: reads its RTP once and fans each
+//! packet out to every subscriber's downtrack queue.
+//!
+//! Per packet the work shared by all subscribers (parsing, stripping the publisher's
+//! header-extension ids, counting) happens once; per subscriber it is one reference-count
+//! increment and a non-blocking queue push. A full queue drops for that subscriber alone.
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtp::packet::Packet;
+use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
+use webrtc::track::track_remote::TrackRemote;
+
+use switchyard_signal::TrackKind;
+use switchyard_stats::{DropReason, MediaStats};
+
+use crate::ids::{ParticipantId, TrackId};
+use crate::keyframe::{KeyframeDecision, KeyframeThrottle};
+
+/// One subscriber's queue for this track.
+struct Sink {
+    subscriber: ParticipantId,
+    queue: mpsc::Sender<Arc<Packet>>,
+}
+
+pub struct UpTrack {
+    pub id: TrackId,
+    pub publisher: ParticipantId,
+    pub kind: TrackKind,
+    pub codec: RTCRtpCodecCapability,
+    sinks: RwLock<Vec<Sink>>,
+    keyframe_requests: Option<mpsc::Sender<()>>,
+    stats: Arc<MediaStats>,
+}
+
+impl UpTrack {
+    /// Starts reading `remote` and, for video, the task that sends throttled PLIs to
+    /// `publisher_pc`. `on_end` runs once the track stops (its connection closed).
+    pub(crate) fn start(
+        id: TrackId,
+        publisher: ParticipantId,
+        remote: Arc<TrackRemote>,
+        publisher_pc: Weak<RTCPeerConnection>,
+        keyframe_interval: Duration,
+        stats: Arc<MediaStats>,
+        on_end: impl FnOnce(TrackId) + Send + 'static,
+    ) -> Arc<UpTrack> {
+        let kind = match remote.kind() {
+            webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Audio => TrackKind::Audio,
+            _ => TrackKind::Video,
+        };
+        let keyframe_requests = (kind == TrackKind::Video).then(|| {
+            let (tx, rx) = mpsc::channel(8);
+            tokio::spawn(request_keyframes(
+                publisher_pc,
+                remote.ssrc(),
+                rx,
+                keyframe_interval,
+                stats.clone(),
+            ));
+            tx
+        });
+        let up = Arc::new(UpTrack {
+            id: id.clone(),
+            publisher,
+            kind,
+            codec: remote.codec().capability,
+            sinks: RwLock::new(Vec::new()),
+            keyframe_requests,
+            stats,
+        });
+        let reader = up.clone();
+        tokio::spawn(async move {
+            reader.read_loop(remote).await;
+            on_end(id);
+        });
+        up
+    }
+
+    async fn read_loop(&self, remote: Arc<TrackRemote>) {
+        let mut buf = vec![0u8; 1500];
+        loop {
+            let mut packet = match remote.read(&mut buf).await {
+                Ok((packet, _)) => packet,
+                Err(e) => {
+                    tracing::debug!(track = %self.id, error = %e, "uptrack ended");
+                    return;
+                }
+            };
+            self.stats.received.add(packet.payload.len());
+            // Extension ids are negotiated per connection: the publisher's mean nothing to
+            // a subscriber. The downtrack writes the subscriber's own.
+            packet.header.extension = false;
+            packet.header.extension_profile = 0;
+            packet.header.extensions.clear();
+            self.fan_out(Arc::new(packet));
+        }
+    }
+
+    fn fan_out(&self, packet: Arc<Packet>) {
+        let sinks = self.sinks.read().unwrap_or_else(|e| e.into_inner());
+        for sink in sinks.iter() {
+            if let Err(mpsc::error::TrySendError::Full(_)) = sink.queue.try_send(packet.clone()) {
+                self.stats.dropped.add(DropReason::QueueFull);
+            }
+        }
+    }
+
+    pub(crate) fn add_sink(&self, subscriber: ParticipantId, queue: mpsc::Sender<Arc<Packet>>) {
+        let mut sinks = self.sinks.write().unwrap_or_else(|e| e.into_inner());
+        sinks.retain(|s| s.subscriber != subscriber);
+        sinks.push(Sink { subscriber, queue });
+    }
+
+    pub(crate) fn remove_sink(&self, subscriber: &ParticipantId) {
+        let mut sinks = self.sinks.write().unwrap_or_else(|e| e.into_inner());
+        sinks.retain(|s| &s.subscriber != subscriber);
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.sinks.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Asks the publisher for a keyframe (throttled; a no-op for audio).
+    pub fn request_keyframe(&self) {
+        if let Some(tx) = &self.keyframe_requests {
+            // A full queue already holds a pending request: nothing is lost.
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+async fn request_keyframes(
+    pc: Weak<RTCPeerConnection>,
+    media_ssrc: u32,
+    mut requests: mpsc::Receiver<()>,
+    interval: Duration,
+    stats: Arc<MediaStats>,
+) {
+    let mut throttle = KeyframeThrottle::new(interval);
+    let mut due: Option<Instant> = None;
+    loop {
+        let send = tokio::select! {
+            request = requests.recv() => match request {
+                None => return,
+                Some(()) => match throttle.request(Instant::now().into_std()) {
+                    KeyframeDecision::SendNow => true,
+                    KeyframeDecision::Deferred(at) => {
+                        due = Some(Instant::from_std(at));
+                        false
+                    }
+                },
+            },
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                due = None;
+                throttle.poll(Instant::now().into_std())
+            }
+        };
+        if !send {
+            continue;
+        }
+        let Some(pc) = pc.upgrade() else { return };
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
+        match pc.write_rtcp(&[Box::new(pli)]).await {
+            Ok(_) => {
+                stats
+                    .keyframe_requests_sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, "sending PLI"),
+        }
+    }
+}

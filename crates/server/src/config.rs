@@ -1,0 +1,395 @@
+//! The server's configuration: one typed tree, built once at start-up from the embedded
+//! defaults, an optional TOML file, `SWITCHYARD_*` environment variables and flags, then
+//! validated. Every error names the key at fault.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_signal::{IceServer, SessionLimits};
+
+/// The embedded default configuration (`config/switchyard.toml`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config/switchyard.toml");
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "SWITCHYARD_";
+
+/// Environment variables with the prefix that are not config keys.
+const ENV_NOT_KEYS: &[&str] = &["SWITCHYARD_CONFIG"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub rtc: RtcConfig,
+    pub signal: SignalConfig,
+    pub room: RoomConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtcConfig {
+    pub udp_ip: IpAddr,
+    pub udp_port: u16,
+    pub announce_ips: Vec<IpAddr>,
+    pub include_loopback: bool,
+    pub subscriber_queue_packets: usize,
+    pub keyframe_request_interval_ms: u64,
+    pub nack_buffer_packets: u16,
+    pub ice_servers: Vec<IceServer>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalConfig {
+    pub max_message_bytes: usize,
+    pub max_room_name_bytes: usize,
+    pub max_display_name_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomConfig {
+    pub max_participants: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("unknown config key `{0}`")]
+    UnknownKey(String),
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("unknown environment variable {0}: no config key matches it")]
+    UnknownEnv(String),
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Command-line values that override the config (the highest precedence).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub bind: Option<SocketAddr>,
+    pub udp_port: Option<u16>,
+    pub announce_ips: Vec<IpAddr>,
+}
+
+impl Config {
+    /// The embedded defaults alone.
+    pub fn embedded_default() -> Config {
+        Config::load(None, std::iter::empty(), &Overrides::default())
+            .expect("the embedded default config is valid")
+    }
+
+    /// Defaults, then `file`, then `env` (name, value) pairs, then `overrides`; validated.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut tree: toml::Table = DEFAULT_CONFIG.parse().expect("embedded default parses");
+        if let Some(path) = file {
+            let display = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: display.clone(),
+                source,
+            })?;
+            let table: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: display,
+                        message: e.to_string(),
+                    })?;
+            merge(&mut tree, table, "")?;
+        }
+        apply_env(&mut tree, env)?;
+        let mut config: Config =
+            toml::Value::Table(tree)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: "(merged config)".into(),
+                    message: e.message().to_owned(),
+                })?;
+        if let Some(bind) = overrides.bind {
+            config.server.bind = bind;
+        }
+        if let Some(port) = overrides.udp_port {
+            config.rtc.udp_port = port;
+        }
+        if !overrides.announce_ips.is_empty() {
+            config.rtc.announce_ips = overrides.announce_ips.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.signal.max_message_bytes < 1024 {
+            return invalid(
+                "signal.max_message_bytes",
+                "must be at least 1024 (an SDP needs room)",
+            );
+        }
+        if self.signal.max_room_name_bytes == 0 || self.signal.max_display_name_bytes == 0 {
+            return invalid(
+                "signal.max_room_name_bytes",
+                "name limits must be at least 1",
+            );
+        }
+        if self.room.max_participants == 0 {
+            return invalid("room.max_participants", "must be at least 1");
+        }
+        if self.rtc.subscriber_queue_packets == 0 {
+            return invalid("rtc.subscriber_queue_packets", "must be at least 1");
+        }
+        if self.rtc.nack_buffer_packets > 32768 {
+            return invalid("rtc.nack_buffer_packets", "must be at most 32768");
+        }
+        for server in &self.rtc.ice_servers {
+            if server.urls.is_empty() {
+                return invalid("rtc.ice_servers", "every ICE server needs at least one URL");
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid("log.level", &e.to_string());
+        }
+        Ok(())
+    }
+
+    pub fn udp_bind(&self) -> SocketAddr {
+        SocketAddr::new(self.rtc.udp_ip, self.rtc.udp_port)
+    }
+
+    pub fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            max_message_bytes: self.signal.max_message_bytes,
+            max_room_name_bytes: self.signal.max_room_name_bytes,
+            max_display_name_bytes: self.signal.max_display_name_bytes,
+        }
+    }
+
+    pub fn rtc_settings(&self) -> switchyard_router::RtcSettings {
+        switchyard_router::RtcSettings {
+            udp_bind: self.udp_bind(),
+            announce_ips: self.rtc.announce_ips.clone(),
+            include_loopback: self.rtc.include_loopback,
+            subscriber_queue_packets: self.rtc.subscriber_queue_packets,
+            keyframe_request_interval: Duration::from_millis(self.rtc.keyframe_request_interval_ms),
+            nack_buffer_packets: self.rtc.nack_buffer_packets,
+        }
+    }
+
+    pub fn room_settings(&self) -> switchyard_router::RoomSettings {
+        switchyard_router::RoomSettings {
+            max_participants: self.room.max_participants,
+            ice_servers: self.rtc.ice_servers.clone(),
+        }
+    }
+}
+
+/// Merges `over` into `base`, refusing keys the defaults do not have.
+fn merge(base: &mut toml::Table, over: toml::Table, prefix: &str) -> Result<(), ConfigError> {
+    for (key, value) in over {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (base.get_mut(&key), value) {
+            (None, _) => return Err(ConfigError::UnknownKey(path)),
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o, &path)?,
+            (Some(slot), value) => *slot = value,
+        }
+    }
+    Ok(())
+}
+
+/// Applies `SWITCHYARD_<SECTION>_<KEY>` variables to the leaves of the tree, parsed as the
+/// type the default has. Unknown `SWITCHYARD_*` variables are refused: a typo must not be
+/// silently ignored.
+fn apply_env(
+    tree: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if ENV_NOT_KEYS.contains(&var.as_str()) {
+            continue;
+        }
+        let rest = rest.to_ascii_lowercase();
+        let slot = tree.iter_mut().find_map(|(section, value)| {
+            let key = rest.strip_prefix(section.as_str())?.strip_prefix('_')?;
+            value.as_table_mut()?.get_mut(key)
+        });
+        let Some(slot) = slot else {
+            return Err(ConfigError::UnknownEnv(var));
+        };
+        let env_error = |message: String| ConfigError::Env {
+            var: var.clone(),
+            message,
+        };
+        *slot = match slot {
+            toml::Value::String(_) => toml::Value::String(raw),
+            toml::Value::Integer(_) => toml::Value::Integer(
+                raw.trim()
+                    .parse()
+                    .map_err(|e| env_error(format!("expected an integer: {e}")))?,
+            ),
+            toml::Value::Boolean(_) => toml::Value::Boolean(
+                raw.trim()
+                    .parse()
+                    .map_err(|_| env_error("expected true or false".into()))?,
+            ),
+            toml::Value::Array(_) if raw.trim_start().starts_with('[') => {
+                let json: serde_json::Value = serde_json::from_str(&raw)
+                    .map_err(|e| env_error(format!("expected a JSON array: {e}")))?;
+                toml::Value::try_from(json).map_err(|e| env_error(e.to_string()))?
+            }
+            toml::Value::Array(_) => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
+            ),
+            other => {
+                return Err(env_error(format!(
+                    "cannot override a {} from the environment",
+                    other.type_str()
+                )))
+            }
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default();
+        assert_eq!(c.server.bind.port(), 7880);
+        assert_eq!(c.rtc.udp_port, 7882);
+        assert_eq!(c.signal.max_message_bytes, 65536);
+    }
+
+    #[test]
+    fn file_overrides_and_unknown_keys_are_named() {
+        let dir = std::env::temp_dir().join(format!("switchyard-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "[rtc]\nudp_port = 9000\n").unwrap();
+        let c = Config::load(Some(&good), [], &Overrides::default()).unwrap();
+        assert_eq!(c.rtc.udp_port, 9000);
+        assert_eq!(
+            c.server.bind.port(),
+            7880,
+            "untouched keys keep their default"
+        );
+
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[rtc]\nudp_prot = 9000\n").unwrap();
+        let e = Config::load(Some(&bad), [], &Overrides::default()).unwrap_err();
+        assert_eq!(e.to_string(), "unknown config key `rtc.udp_prot`");
+
+        let bad_type = dir.join("bad_type.toml");
+        std::fs::write(&bad_type, "[rtc]\nudp_port = \"x\"\n").unwrap();
+        let e = Config::load(Some(&bad_type), [], &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("udp_port"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_typed_leaves() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("SWITCHYARD_RTC_UDP_PORT", "9100"),
+                ("SWITCHYARD_RTC_ANNOUNCE_IPS", "203.0.113.7, 198.51.100.2"),
+                ("SWITCHYARD_RTC_INCLUDE_LOOPBACK", "false"),
+                ("SWITCHYARD_SERVER_BIND", "127.0.0.1:1234"),
+                ("SWITCHYARD_CONFIG", "ignored: it names the file"),
+                ("PATH", "/bin"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.rtc.udp_port, 9100);
+        assert_eq!(c.rtc.announce_ips.len(), 2);
+        assert!(!c.rtc.include_loopback);
+        assert_eq!(c.server.bind.to_string(), "127.0.0.1:1234");
+
+        let e = Config::load(
+            None,
+            env(&[("SWITCHYARD_RTC_UDP_PROT", "1")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("SWITCHYARD_RTC_UDP_PROT"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("SWITCHYARD_RTC_UDP_PORT", "lots")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("SWITCHYARD_RTC_UDP_PORT"), "{e}");
+    }
+
+    #[test]
+    fn flags_win_and_validation_names_the_key() {
+        let c = Config::load(
+            None,
+            env(&[("SWITCHYARD_RTC_UDP_PORT", "9100")]),
+            &Overrides {
+                udp_port: Some(0),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.rtc.udp_port, 0);
+        let e = Config::load(
+            None,
+            env(&[("SWITCHYARD_ROOM_MAX_PARTICIPANTS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("room.max_participants"), "{e}");
+    }
+}

@@ -1,0 +1,129 @@
+//! The Switchyard server: configuration, the HTTP app (signaling WebSocket, web client),
+//! start-up and graceful shutdown. `main.rs` only parses the command line.
+
+pub mod config;
+mod web;
+pub mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use switchyard_router::{Router, RtcEngine};
+use switchyard_stats::MediaStats;
+
+pub use config::Config;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub router: Router,
+    /// Flips to `true` when the server starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A server with its sockets bound, ready to [`Server::run`].
+pub struct Server {
+    config: Arc<Config>,
+    listener: TcpListener,
+    engine: Arc<RtcEngine>,
+    router: Router,
+}
+
+impl Server {
+    /// Binds the TCP listener and the media UDP port named in `config`.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let listener = TcpListener::bind(config.server.bind).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {} (server.bind): {e}", config.server.bind)
+        })?;
+        Server::with_listener(config, listener).await
+    }
+
+    /// Like [`Server::bind`], with a listener the caller bound (tests bind port 0).
+    pub async fn with_listener(config: Config, listener: TcpListener) -> anyhow::Result<Server> {
+        let engine = Arc::new(RtcEngine::bind(config.rtc_settings()).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot bind media UDP port {} (rtc.udp_port): {e}",
+                config.udp_bind()
+            )
+        })?);
+        let router = Router::new(
+            engine.clone(),
+            config.room_settings(),
+            Arc::new(MediaStats::default()),
+        );
+        Ok(Server {
+            config: Arc::new(config),
+            listener,
+            engine,
+            router,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.engine.udp_addr()
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Serves until `shutdown` completes, then closes every session (code 1001) and room,
+    /// waiting at most `server.shutdown_timeout_ms`.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let state = AppState {
+            config: self.config.clone(),
+            router: self.router.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        let app = axum::Router::new()
+            .route("/rtc", get(ws::upgrade))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/", get(web::index))
+            .route("/{*path}", get(web::file))
+            .with_state(state);
+
+        let mut drained = shutdown_rx.clone();
+        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = shutdown_tx.send(true);
+        });
+        serve.await?;
+
+        // Sessions saw the flag and closed their sockets; close what is left of the rooms.
+        let _ = drained.changed().await;
+        self.router.close_all();
+        let deadline = Duration::from_millis(self.config.server.shutdown_timeout_ms);
+        let wait_rooms = async {
+            while self.router.room_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(deadline, wait_rooms).await.is_err() {
+            tracing::warn!(
+                rooms = self.router.room_count(),
+                "rooms still open at shutdown deadline"
+            );
+        }
+        self.engine.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

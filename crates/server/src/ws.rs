@@ -1,0 +1,118 @@
+//! The `/rtc` WebSocket: one task per connection runs the signaling [`Session`] rules and
+//! hands what they accept to the router.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use switchyard_router::{ParticipantSession, RoomId, SignalTx};
+use switchyard_signal::{ClientMessage, ErrorCode, Inbound, ServerMessage, Session};
+
+use crate::AppState;
+
+/// Close code for a message over the size limit (RFC 6455 "message too big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code when the server shuts down (RFC 6455 "going away").
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// Server messages queued for one client before it counts as not reading.
+const SIGNAL_QUEUE: usize = 1024;
+
+pub async fn upgrade(ws: WebSocketUpgrade, State(app): State<AppState>) -> Response {
+    let limit = app.config.signal.max_message_bytes;
+    // Let frames through up to one byte over the limit so the session itself sees the
+    // oversize message and closes with 1009; the transport refuses anything larger.
+    ws.max_message_size(limit + 1)
+        .max_frame_size(limit + 1)
+        .on_upgrade(move |socket| run_session(socket, app))
+}
+
+async fn run_session(socket: WebSocket, app: AppState) {
+    let (mut sink, mut stream) = socket.split();
+    let mut session = Session::new(app.config.session_limits());
+    let (signal_tx, mut signal_rx) = mpsc::channel::<ServerMessage>(SIGNAL_QUEUE);
+    // Held until a join succeeds; then only the router holds senders, so the channel
+    // closing means the router let this participant go.
+    let mut own_signal_tx: Option<SignalTx> = Some(signal_tx);
+    let mut participant: Option<ParticipantSession> = None;
+    let mut shutdown = app.shutdown.clone();
+
+    let close: Option<(u16, &'static str)> = loop {
+        let reply = tokio::select! {
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    match session.handle_text(text.as_str()) {
+                        Inbound::TooLarge => break Some((CLOSE_TOO_BIG, "message too big")),
+                        Inbound::Reply(message) => Some(message),
+                        Inbound::Reject(e) => Some(e.to_message()),
+                        Inbound::Message(ClientMessage::Join { room, name, .. }) => {
+                            let Some(tx) = own_signal_tx.clone() else { continue };
+                            match app.router.join(RoomId::new(room), name, tx).await {
+                                Ok(p) => {
+                                    session.joined();
+                                    participant = Some(p);
+                                    own_signal_tx = None;
+                                    None
+                                }
+                                Err(e) => Some(ServerMessage::error(e.code(), e.to_string())),
+                            }
+                        }
+                        Inbound::Message(ClientMessage::Leave {}) => {
+                            if let Some(p) = participant.take() {
+                                p.handle(ClientMessage::Leave {});
+                            }
+                            break Some((1000, "left"));
+                        }
+                        Inbound::Message(message) => {
+                            if let Some(p) = &participant {
+                                p.handle(message);
+                            }
+                            None
+                        }
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => Some(ServerMessage::error(
+                    ErrorCode::BadRequest,
+                    "binary messages are not supported: send JSON text",
+                )),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                Some(Ok(Message::Close(_))) | None => break None,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket read failed");
+                    break too_big(&e).then_some((CLOSE_TOO_BIG, "message too big"));
+                }
+            },
+            outgoing = signal_rx.recv(), if participant.is_some() => match outgoing {
+                Some(message) => Some(message),
+                None => break Some((1011, "removed from the room")),
+            },
+            _ = shutdown.changed() => break Some((CLOSE_GOING_AWAY, "server shutting down")),
+        };
+        if let Some(message) = reply {
+            if sink
+                .send(Message::Text(message.to_json().into()))
+                .await
+                .is_err()
+            {
+                break None;
+            }
+        }
+    };
+    drop(participant);
+    if let Some((code, reason)) = close {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            })))
+            .await;
+    }
+}
+
+/// Whether a read error is the transport refusing a message over the size limit.
+fn too_big(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("too long") || text.contains("too big") || text.contains("Space limit")
+}

@@ -1,0 +1,406 @@
+//! A real WebRTC client (webrtc-rs) speaking Switchyard's signaling over a real WebSocket,
+//! and a server started on loopback ports, for integration tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::{APIBuilder, API};
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice::network_type::NetworkType;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_local::TrackLocalWriter;
+
+use switchyard_server::config::{Config, Overrides};
+use switchyard_server::Server;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A server on 127.0.0.1 with free ports, stopped when dropped.
+pub struct TestServer {
+    pub http: SocketAddr,
+    pub udp: SocketAddr,
+    pub router: switchyard_router::Router,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(&[]).await
+    }
+
+    /// Starts with `SWITCHYARD_*`-style overrides, e.g. `("SWITCHYARD_SIGNAL_MAX_MESSAGE_BYTES", "2048")`.
+    pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        let config = Config::load(
+            None,
+            env,
+            &Overrides {
+                bind: Some("127.0.0.1:0".parse().unwrap()),
+                udp_port: Some(0),
+                announce_ips: vec![],
+            },
+        )
+        .expect("test config");
+        let server = Server::bind(config).await.expect("server binds");
+        let http = server.http_addr();
+        let udp = server.udp_addr();
+        let router = server.router().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            http,
+            udp,
+            router,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/rtc", self.http)
+    }
+
+    pub async fn connect(&self) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url())
+            .await
+            .expect("websocket connects");
+        ws
+    }
+
+    /// Stops the server and waits for it to finish its graceful shutdown.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("server stops in time")
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, value: Value) {
+    ws.send(Message::Text(value.to_string().into()))
+        .await
+        .expect("websocket send");
+}
+
+/// The next text message as JSON (skipping pings), or panics after `within`.
+pub async fn recv_json(ws: &mut Ws, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let message = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a message arrives in time")
+            .expect("websocket still open")
+            .expect("websocket read");
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).expect("server sends JSON"),
+            Message::Close(frame) => panic!("websocket closed: {frame:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// Reads until a message of `type_name` arrives, returning it (others are dropped).
+pub async fn recv_type(ws: &mut Ws, type_name: &str, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = recv_json(ws, left).await;
+        if m["type"] == type_name {
+            return m;
+        }
+    }
+}
+
+fn client_api() -> API {
+    let mut media = MediaEngine::default();
+    media.register_default_codecs().expect("codecs");
+    let registry =
+        register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
+    let mut settings = SettingEngine::default();
+    settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+    settings.set_network_types(vec![NetworkType::Udp4]);
+    settings.set_include_loopback_candidate(true);
+    // Loopback only: the tests never send anywhere else.
+    settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+    APIBuilder::new()
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .build()
+}
+
+/// Packets received per (publishing participant id, track id).
+pub type Received = Arc<Mutex<HashMap<(String, String), u64>>>;
+
+/// A participant driven by webrtc-rs: joins, publishes synthetic Opus-sized audio and VP8
+/// video, answers every subscribe offer, and counts what it receives per track.
+pub struct RtcClient {
+    pub name: String,
+    pub id: String,
+    pub joined: Value,
+    pub received: Received,
+    /// Every server message the signaling task saw after `joined`, in order.
+    pub events: Arc<Mutex<Vec<Value>>>,
+    outbound: mpsc::UnboundedSender<Value>,
+    publisher: Arc<RTCPeerConnection>,
+    subscriber: Arc<RTCPeerConnection>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RtcClient {
+    pub async fn join(server: &TestServer, room: &str, name: &str) -> RtcClient {
+        let mut ws = server.connect().await;
+        send_json(&mut ws, json!({"type": "join", "room": room, "name": name})).await;
+        let joined = recv_type(&mut ws, "joined", Duration::from_secs(5)).await;
+        let id = joined["participant"]["id"].as_str().unwrap().to_owned();
+
+        let api = client_api();
+        let publisher = Arc::new(
+            api.new_peer_connection(RTCConfiguration::default())
+                .await
+                .unwrap(),
+        );
+        let subscriber = Arc::new(
+            api.new_peer_connection(RTCConfiguration::default())
+                .await
+                .unwrap(),
+        );
+        let received: Received = Arc::default();
+        let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+
+        let counts = received.clone();
+        subscriber.on_track(Box::new(move |track, _, _| {
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                let key = (track.stream_id(), track.id());
+                let mut buf = vec![0u8; 1500];
+                while track.read(&mut buf).await.is_ok() {
+                    *counts.lock().unwrap().entry(key.clone()).or_default() += 1;
+                }
+            });
+            Box::pin(async {})
+        }));
+
+        let (outbound, mut outbound_rx) = mpsc::unbounded_channel::<Value>();
+        let (mut sink, mut stream) = ws.split();
+        let writer = tokio::spawn(async move {
+            while let Some(v) = outbound_rx.recv().await {
+                if sink
+                    .send(Message::Text(v.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+
+        let sub = subscriber.clone();
+        let publ = publisher.clone();
+        let reply = outbound.clone();
+        let log = events.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let m: Value = serde_json::from_str(&text).unwrap();
+                log.lock().unwrap().push(m.clone());
+                match m["type"].as_str().unwrap() {
+                    "subscribe_offer" => {
+                        let offer =
+                            RTCSessionDescription::offer(m["sdp"].as_str().unwrap().to_owned())
+                                .unwrap();
+                        sub.set_remote_description(offer).await.unwrap();
+                        let answer = sub.create_answer(None).await.unwrap();
+                        let mut gathered = sub.gathering_complete_promise().await;
+                        sub.set_local_description(answer).await.unwrap();
+                        let _ = gathered.recv().await;
+                        let sdp = sub.local_description().await.unwrap().sdp;
+                        let _ = reply.send(json!({"type": "subscribe_answer", "sdp": sdp}));
+                    }
+                    "publish_answer" => {
+                        let answer =
+                            RTCSessionDescription::answer(m["sdp"].as_str().unwrap().to_owned())
+                                .unwrap();
+                        publ.set_remote_description(answer).await.unwrap();
+                    }
+                    _ => {}
+                }
+            }
+        });
+
+        let mut client = RtcClient {
+            name: name.to_owned(),
+            id,
+            joined,
+            received,
+            events,
+            outbound,
+            publisher,
+            subscriber,
+            tasks: vec![writer, reader],
+        };
+        client.publish().await;
+        client
+    }
+
+    async fn publish(&mut self) {
+        let audio = Arc::new(TrackLocalStaticRTP::new(
+            RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48000,
+                channels: 2,
+                ..Default::default()
+            },
+            format!("{}-mic", self.name),
+            format!("{}-stream", self.name),
+        ));
+        let video = Arc::new(TrackLocalStaticRTP::new(
+            RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_VP8.to_owned(),
+                clock_rate: 90000,
+                ..Default::default()
+            },
+            format!("{}-cam", self.name),
+            format!("{}-stream", self.name),
+        ));
+        for track in [audio.clone(), video.clone()] {
+            let sender = self.publisher.add_track(track).await.unwrap();
+            // Drain RTCP so the interceptors (NACK, reports) keep working.
+            self.tasks.push(tokio::spawn(async move {
+                while sender.read_rtcp().await.is_ok() {}
+            }));
+        }
+        let offer = self.publisher.create_offer(None).await.unwrap();
+        let mut gathered = self.publisher.gathering_complete_promise().await;
+        self.publisher.set_local_description(offer).await.unwrap();
+        let _ = gathered.recv().await;
+        let sdp = self.publisher.local_description().await.unwrap().sdp;
+        self.send(json!({"type": "publish_offer", "sdp": sdp}));
+
+        self.tasks
+            .push(tokio::spawn(send_synthetic(audio, 111, 20, 160, false)));
+        self.tasks
+            .push(tokio::spawn(send_synthetic(video, 96, 33, 1000, true)));
+    }
+
+    pub fn send(&self, value: Value) {
+        let _ = self.outbound.send(value);
+    }
+
+    pub fn count(&self, publisher_id: &str, track_id: &str) -> u64 {
+        self.received
+            .lock()
+            .unwrap()
+            .get(&(publisher_id.to_owned(), track_id.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn snapshot(&self) -> HashMap<(String, String), u64> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn saw(&self, predicate: impl Fn(&Value) -> bool) -> bool {
+        self.events.lock().unwrap().iter().any(predicate)
+    }
+
+    pub async fn close(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = self.publisher.close().await;
+        let _ = self.subscriber.close().await;
+    }
+}
+
+/// Writes RTP at a steady rate: `size`-byte payloads every `interval_ms`. Video payloads
+/// start with a VP8 payload descriptor (S bit) and mark a keyframe every 60th frame.
+async fn send_synthetic(
+    track: Arc<TrackLocalStaticRTP>,
+    payload_type: u8,
+    interval_ms: u64,
+    size: usize,
+    vp8: bool,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
+    let clock_step = if vp8 {
+        90 * interval_ms as u32
+    } else {
+        48 * interval_ms as u32
+    };
+    let mut seq: u16 = 1;
+    let mut ts: u32 = 0;
+    for frame in 0u64.. {
+        ticker.tick().await;
+        let mut payload = vec![0u8; size];
+        if vp8 {
+            payload[0] = 0x10; // S=1, partition 0
+            payload[1] = if frame % 60 == 0 { 0x00 } else { 0x01 }; // P bit clear = keyframe
+        }
+        let packet = webrtc::rtp::packet::Packet {
+            header: webrtc::rtp::header::Header {
+                version: 2,
+                marker: true,
+                payload_type,
+                sequence_number: seq,
+                timestamp: ts,
+                ..Default::default()
+            },
+            payload: payload.into(),
+        };
+        if track.write_rtp(&packet).await.is_err() {
+            return;
+        }
+        seq = seq.wrapping_add(1);
+        ts = ts.wrapping_add(clock_step);
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds, or panics with `what` after `within`.
+pub async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
