@@ -15,9 +15,6 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../../config/switchyard.toml")
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "SWITCHYARD_";
 
-/// Environment variables with the prefix that are not config keys.
-const ENV_NOT_KEYS: &[&str] = &["SWITCHYARD_CONFIG"];
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -81,10 +78,10 @@ pub enum ConfigError {
     UnknownKey(String),
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
-    #[error("unknown environment variable {0}: no config key matches it")]
+    #[error("environment variable {0} names no config key")]
     UnknownEnv(String),
     #[error("config key `{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid { key: String, message: String },
 }
 
 /// Command-line values that override the config (the highest precedence).
@@ -124,13 +121,11 @@ impl Config {
             merge(&mut tree, table, "")?;
         }
         apply_env(&mut tree, env)?;
-        let mut config: Config =
-            toml::Value::Table(tree)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: "(merged config)".into(),
-                    message: e.message().to_owned(),
-                })?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
+            .map_err(|e| ConfigError::Invalid {
+                key: e.path().to_string(),
+                message: e.inner().message().to_owned(),
+            })?;
         if let Some(bind) = overrides.bind {
             config.server.bind = bind;
         }
@@ -145,9 +140,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
+        let invalid = |key: &str, message: &str| {
             Err(ConfigError::Invalid {
-                key,
+                key: key.to_owned(),
                 message: message.to_owned(),
             })
         };
@@ -232,8 +227,10 @@ fn merge(base: &mut toml::Table, over: toml::Table, prefix: &str) -> Result<(), 
 }
 
 /// Applies `SWITCHYARD_<SECTION>_<KEY>` variables to the leaves of the tree, parsed as the
-/// type the default has. Unknown `SWITCHYARD_*` variables are refused: a typo must not be
-/// silently ignored.
+/// type the default has. A variable naming a known section but no key in it is refused: a
+/// typo must not be silently ignored. Variables that name no section are left alone, since
+/// orchestrators inject some of their own (Kubernetes adds `SWITCHYARD_SERVICE_HOST` for a
+/// service named `switchyard`).
 fn apply_env(
     tree: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
@@ -242,15 +239,14 @@ fn apply_env(
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        if ENV_NOT_KEYS.contains(&var.as_str()) {
-            continue;
-        }
         let rest = rest.to_ascii_lowercase();
-        let slot = tree.iter_mut().find_map(|(section, value)| {
+        let Some((section, key)) = tree.iter_mut().find_map(|(section, value)| {
             let key = rest.strip_prefix(section.as_str())?.strip_prefix('_')?;
-            value.as_table_mut()?.get_mut(key)
-        });
-        let Some(slot) = slot else {
+            Some((value.as_table_mut()?, key))
+        }) else {
+            continue;
+        };
+        let Some(slot) = section.get_mut(key) else {
             return Err(ConfigError::UnknownEnv(var));
         };
         let env_error = |message: String| ConfigError::Env {
@@ -333,7 +329,10 @@ mod tests {
         let bad_type = dir.join("bad_type.toml");
         std::fs::write(&bad_type, "[rtc]\nudp_port = \"x\"\n").unwrap();
         let e = Config::load(Some(&bad_type), [], &Overrides::default()).unwrap_err();
-        assert!(e.to_string().contains("udp_port"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "config key `rtc.udp_port`: invalid type: string \"x\", expected u16"
+        );
     }
 
     #[test]
@@ -346,6 +345,7 @@ mod tests {
                 ("SWITCHYARD_RTC_INCLUDE_LOOPBACK", "false"),
                 ("SWITCHYARD_SERVER_BIND", "127.0.0.1:1234"),
                 ("SWITCHYARD_CONFIG", "ignored: it names the file"),
+                ("SWITCHYARD_SERVICE_HOST", "10.0.0.1"),
                 ("PATH", "/bin"),
             ]),
             &Overrides::default(),
