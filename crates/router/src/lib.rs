@@ -6,6 +6,7 @@
 //! applies those decisions; [`rtc`] is the only module that touches webrtc-rs.
 
 pub mod error;
+pub mod fanout;
 pub mod ids;
 pub mod keyframe;
 mod room;

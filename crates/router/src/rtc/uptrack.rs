@@ -5,7 +5,7 @@
 //! header-extension ids, counting) happens once; per subscriber it is one reference-count
 //! increment and a non-blocking queue push. A full queue drops for that subscriber alone.
 
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -19,21 +19,16 @@ use webrtc::track::track_remote::TrackRemote;
 use switchyard_signal::TrackKind;
 use switchyard_stats::{DropReason, MediaStats};
 
+use crate::fanout::Fanout;
 use crate::ids::{ParticipantId, TrackId};
 use crate::keyframe::{KeyframeDecision, KeyframeThrottle};
-
-/// One subscriber's queue for this track.
-struct Sink {
-    subscriber: ParticipantId,
-    queue: mpsc::Sender<Arc<Packet>>,
-}
 
 pub struct UpTrack {
     pub id: TrackId,
     pub publisher: ParticipantId,
     pub kind: TrackKind,
     pub codec: RTCRtpCodecCapability,
-    sinks: RwLock<Vec<Sink>>,
+    fanout: Fanout<Arc<Packet>>,
     keyframe_requests: Option<mpsc::Sender<()>>,
     stats: Arc<MediaStats>,
 }
@@ -70,7 +65,7 @@ impl UpTrack {
             publisher,
             kind,
             codec: remote.codec().capability,
-            sinks: RwLock::new(Vec::new()),
+            fanout: Fanout::default(),
             keyframe_requests,
             stats,
         });
@@ -103,27 +98,21 @@ impl UpTrack {
     }
 
     fn fan_out(&self, packet: Arc<Packet>) {
-        let sinks = self.sinks.read().unwrap_or_else(|e| e.into_inner());
-        for sink in sinks.iter() {
-            if let Err(mpsc::error::TrySendError::Full(_)) = sink.queue.try_send(packet.clone()) {
-                self.stats.dropped.add(DropReason::QueueFull);
-            }
+        for _ in 0..self.fanout.push(packet) {
+            self.stats.dropped.add(DropReason::QueueFull);
         }
     }
 
     pub(crate) fn add_sink(&self, subscriber: ParticipantId, queue: mpsc::Sender<Arc<Packet>>) {
-        let mut sinks = self.sinks.write().unwrap_or_else(|e| e.into_inner());
-        sinks.retain(|s| s.subscriber != subscriber);
-        sinks.push(Sink { subscriber, queue });
+        self.fanout.add(subscriber, queue);
     }
 
     pub(crate) fn remove_sink(&self, subscriber: &ParticipantId) {
-        let mut sinks = self.sinks.write().unwrap_or_else(|e| e.into_inner());
-        sinks.retain(|s| &s.subscriber != subscriber);
+        self.fanout.remove(subscriber);
     }
 
     pub fn subscriber_count(&self) -> usize {
-        self.sinks.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.fanout.len()
     }
 
     /// Asks the publisher for a keyframe (throttled; a no-op for audio).

@@ -2,8 +2,9 @@
 //! and a server started on loopback ports, for integration tests.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocalWriter;
@@ -157,6 +160,9 @@ fn client_api() -> API {
     settings.set_include_loopback_candidate(true);
     // Loopback only: the tests never send anywhere else.
     settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+    // So a retransmission of a packet already received is delivered, not dropped as a
+    // replay: the NACK test needs to see it.
+    settings.disable_srtp_replay_protection(true);
     APIBuilder::new()
         .with_media_engine(media)
         .with_interceptor_registry(registry)
@@ -167,6 +173,51 @@ fn client_api() -> API {
 /// Packets received per (publishing participant id, track id).
 pub type Received = Arc<Mutex<HashMap<(String, String), u64>>>;
 
+/// What the subscriber side saw of one remote track.
+#[derive(Debug, Default, Clone)]
+pub struct TrackSeen {
+    pub ssrc: u32,
+    pub mime_type: String,
+    pub last_seq: u16,
+    seqs: HashSet<u16>,
+    /// Packets whose sequence number had already arrived (retransmissions).
+    pub duplicates: u64,
+}
+
+/// RTCP the publisher side received from the server, on its video sender.
+#[derive(Debug, Default)]
+pub struct PublisherFeedback {
+    pub plis: AtomicU64,
+    pub nacks: AtomicU64,
+}
+
+/// The video codec a test client publishes.
+#[derive(Debug, Clone, Copy)]
+pub enum VideoCodec {
+    Vp8,
+    Vp9,
+    H264,
+}
+
+impl VideoCodec {
+    fn capability(self) -> RTCRtpCodecCapability {
+        let (mime_type, fmtp) = match self {
+            VideoCodec::Vp8 => (MIME_TYPE_VP8, ""),
+            VideoCodec::Vp9 => (webrtc::api::media_engine::MIME_TYPE_VP9, "profile-id=0"),
+            VideoCodec::H264 => (
+                webrtc::api::media_engine::MIME_TYPE_H264,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            ),
+        };
+        RTCRtpCodecCapability {
+            mime_type: mime_type.to_owned(),
+            clock_rate: 90000,
+            sdp_fmtp_line: fmtp.to_owned(),
+            ..Default::default()
+        }
+    }
+}
+
 /// A participant driven by webrtc-rs: joins, publishes synthetic Opus-sized audio and VP8
 /// video, answers every subscribe offer, and counts what it receives per track.
 pub struct RtcClient {
@@ -174,6 +225,8 @@ pub struct RtcClient {
     pub id: String,
     pub joined: Value,
     pub received: Received,
+    pub seen: Arc<Mutex<HashMap<(String, String), TrackSeen>>>,
+    pub feedback: Arc<PublisherFeedback>,
     /// Every server message the signaling task saw after `joined`, in order.
     pub events: Arc<Mutex<Vec<Value>>>,
     outbound: mpsc::UnboundedSender<Value>,
@@ -184,6 +237,15 @@ pub struct RtcClient {
 
 impl RtcClient {
     pub async fn join(server: &TestServer, room: &str, name: &str) -> RtcClient {
+        RtcClient::join_with(server, room, name, VideoCodec::Vp8).await
+    }
+
+    pub async fn join_with(
+        server: &TestServer,
+        room: &str,
+        name: &str,
+        codec: VideoCodec,
+    ) -> RtcClient {
         let mut ws = server.connect().await;
         send_json(&mut ws, json!({"type": "join", "room": room, "name": name})).await;
         let joined = recv_type(&mut ws, "joined", Duration::from_secs(5)).await;
@@ -203,14 +265,25 @@ impl RtcClient {
         let received: Received = Arc::default();
         let events: Arc<Mutex<Vec<Value>>> = Arc::default();
 
+        let seen: Arc<Mutex<HashMap<(String, String), TrackSeen>>> = Arc::default();
         let counts = received.clone();
+        let seen_by_track = seen.clone();
         subscriber.on_track(Box::new(move |track, _, _| {
             let counts = counts.clone();
+            let seen = seen_by_track.clone();
             tokio::spawn(async move {
                 let key = (track.stream_id(), track.id());
                 let mut buf = vec![0u8; 1500];
-                while track.read(&mut buf).await.is_ok() {
+                while let Ok((packet, _)) = track.read(&mut buf).await {
                     *counts.lock().unwrap().entry(key.clone()).or_default() += 1;
+                    let mut seen = seen.lock().unwrap();
+                    let entry = seen.entry(key.clone()).or_default();
+                    entry.ssrc = track.ssrc();
+                    entry.mime_type = track.codec().capability.mime_type;
+                    entry.last_seq = packet.header.sequence_number;
+                    if !entry.seqs.insert(packet.header.sequence_number) {
+                        entry.duplicates += 1;
+                    }
                 }
             });
             Box::pin(async {})
@@ -271,17 +344,19 @@ impl RtcClient {
             id,
             joined,
             received,
+            seen,
+            feedback: Arc::default(),
             events,
             outbound,
             publisher,
             subscriber,
             tasks: vec![writer, reader],
         };
-        client.publish().await;
+        client.publish(codec).await;
         client
     }
 
-    async fn publish(&mut self) {
+    async fn publish(&mut self, codec: VideoCodec) {
         let audio = Arc::new(TrackLocalStaticRTP::new(
             RTCRtpCodecCapability {
                 mime_type: MIME_TYPE_OPUS.to_owned(),
@@ -293,21 +368,30 @@ impl RtcClient {
             format!("{}-stream", self.name),
         ));
         let video = Arc::new(TrackLocalStaticRTP::new(
-            RTCRtpCodecCapability {
-                mime_type: MIME_TYPE_VP8.to_owned(),
-                clock_rate: 90000,
-                ..Default::default()
-            },
+            codec.capability(),
             format!("{}-cam", self.name),
             format!("{}-stream", self.name),
         ));
-        for track in [audio.clone(), video.clone()] {
-            let sender = self.publisher.add_track(track).await.unwrap();
-            // Drain RTCP so the interceptors (NACK, reports) keep working.
-            self.tasks.push(tokio::spawn(async move {
-                while sender.read_rtcp().await.is_ok() {}
-            }));
-        }
+        let audio_sender = self.publisher.add_track(audio.clone()).await.unwrap();
+        let video_sender = self.publisher.add_track(video.clone()).await.unwrap();
+        // Drain RTCP so the interceptors (NACK, reports) keep working; count what the
+        // server asks of the video publisher.
+        self.tasks.push(tokio::spawn(async move {
+            while audio_sender.read_rtcp().await.is_ok() {}
+        }));
+        let feedback = self.feedback.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Ok((packets, _)) = video_sender.read_rtcp().await {
+                for packet in packets {
+                    let any = packet.as_any();
+                    if any.is::<PictureLossIndication>() {
+                        feedback.plis.fetch_add(1, Ordering::Relaxed);
+                    } else if any.is::<TransportLayerNack>() {
+                        feedback.nacks.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
         let offer = self.publisher.create_offer(None).await.unwrap();
         let mut gathered = self.publisher.gathering_complete_promise().await;
         self.publisher.set_local_description(offer).await.unwrap();
@@ -332,6 +416,30 @@ impl RtcClient {
             .get(&(publisher_id.to_owned(), track_id.to_owned()))
             .copied()
             .unwrap_or(0)
+    }
+
+    pub fn seen(&self, publisher_id: &str, track_id: &str) -> Option<TrackSeen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .get(&(publisher_id.to_owned(), track_id.to_owned()))
+            .cloned()
+    }
+
+    /// Sends the server a NACK for `seq` of a track this client receives.
+    pub async fn send_nack(&self, media_ssrc: u32, seq: u16) {
+        let nack = TransportLayerNack {
+            sender_ssrc: 0,
+            media_ssrc,
+            nacks: vec![NackPair {
+                packet_id: seq,
+                lost_packets: 0,
+            }],
+        };
+        self.subscriber
+            .write_rtcp(&[Box::new(nack)])
+            .await
+            .expect("NACK sent");
     }
 
     pub fn snapshot(&self) -> HashMap<(String, String), u64> {

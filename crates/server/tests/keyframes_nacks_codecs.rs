@@ -1,0 +1,86 @@
+//! The forwarding duties around the packets themselves: a new subscriber makes the server
+//! ask the publisher for a keyframe; a subscriber's NACK is answered by the server from its
+//! own buffer and never reaches the publisher; VP9 and H.264 are forwarded like VP8.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{wait_until, RtcClient, TestServer, VideoCodec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_subscriber_gets_a_keyframe_request_and_nacks_stay_on_the_server() {
+    let server = TestServer::start().await;
+    let alice = RtcClient::join(&server, "kf", "alice").await;
+    // alice publishes alone for a while: nobody to send a keyframe to yet.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let plis_before = alice.feedback.plis.load(Ordering::Relaxed);
+
+    let bob = RtcClient::join(&server, "kf", "bob").await;
+    wait_until(
+        "bob receives alice's video",
+        Duration::from_secs(20),
+        || bob.count(&alice.id, "alice-cam") >= 20,
+    )
+    .await;
+    wait_until(
+        "the server asks alice for a keyframe for bob",
+        Duration::from_secs(5),
+        || alice.feedback.plis.load(Ordering::Relaxed) > plis_before,
+    )
+    .await;
+
+    // bob NACKs a packet he has: the server retransmits it from its buffer.
+    let seen = bob
+        .seen(&alice.id, "alice-cam")
+        .expect("bob tracks alice-cam");
+    assert_eq!(seen.duplicates, 0);
+    let nacked = seen.last_seq.wrapping_sub(5);
+    bob.send_nack(seen.ssrc, nacked).await;
+    wait_until(
+        "bob receives the retransmission",
+        Duration::from_secs(3),
+        || bob.seen(&alice.id, "alice-cam").unwrap().duplicates >= 1,
+    )
+    .await;
+    // ... and alice, the publisher, never hears of it.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        alice.feedback.nacks.load(Ordering::Relaxed),
+        0,
+        "a subscriber's NACK reached the publisher"
+    );
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vp9_and_h264_are_forwarded() {
+    let server = TestServer::start().await;
+    let alice = RtcClient::join_with(&server, "codecs", "alice", VideoCodec::Vp9).await;
+    let bob = RtcClient::join_with(&server, "codecs", "bob", VideoCodec::H264).await;
+    wait_until(
+        "both receive the other's video",
+        Duration::from_secs(20),
+        || bob.count(&alice.id, "alice-cam") >= 20 && alice.count(&bob.id, "bob-cam") >= 20,
+    )
+    .await;
+    assert_eq!(
+        bob.seen(&alice.id, "alice-cam")
+            .unwrap()
+            .mime_type
+            .to_lowercase(),
+        "video/vp9"
+    );
+    assert_eq!(
+        alice
+            .seen(&bob.id, "bob-cam")
+            .unwrap()
+            .mime_type
+            .to_lowercase(),
+        "video/h264"
+    );
+    alice.close().await;
+    bob.close().await;
+}
