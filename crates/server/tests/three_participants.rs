@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{wait_until, RtcClient, TestServer};
 use serde_json::json;
+use switchyard_stats::Live;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_participants_forward_and_leave() {
@@ -51,6 +52,10 @@ async fn three_participants_forward_and_leave() {
         );
     }
     assert_eq!(server.router.room_count(), 1);
+    let stats = server.router.stats().clone();
+    assert_eq!(stats.live(Live::Participants), 3);
+    assert_eq!(stats.live(Live::UpTracks), 6);
+    assert_eq!(stats.live(Live::DownTracks), 12);
 
     // carol leaves: the others hear it and stop receiving her tracks.
     let carol_id = carol.id.clone();
@@ -70,6 +75,18 @@ async fn three_participants_forward_and_leave() {
             && m["participant_id"] == carol_id.as_str()
             && m["track_id"] == "carol-cam"));
     }
+    // Everything of carol's is released while alice and bob go on: 2 participant tasks,
+    // 4 uptracks (alice's and bob's), 4 downtracks (each receives the other's two).
+    wait_until(
+        "carol's tasks and tracks are released",
+        Duration::from_secs(10),
+        || {
+            stats.live(Live::Participants) == 2
+                && stats.live(Live::UpTracks) == 4
+                && stats.live(Live::DownTracks) == 4
+        },
+    )
+    .await;
     // Let in-flight packets land, then carol's counts must freeze while alice<->bob continue.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let frozen_at_alice = (
@@ -110,6 +127,13 @@ async fn three_participants_forward_and_leave() {
     wait_until("the empty room closes", Duration::from_secs(10), || {
         server.router.room_count() == 0
     })
+    .await;
+    // Everything of every participant is released: tasks ended, tracks dropped.
+    wait_until(
+        "every participant task, uptrack and downtrack is released",
+        Duration::from_secs(10),
+        || Live::ALL.iter().all(|kind| stats.live(*kind) == 0),
+    )
     .await;
     server.shutdown().await;
 }

@@ -3,7 +3,8 @@
 //! Counters are plain atomics updated with `Relaxed` ordering: the hot path never takes a
 //! lock to count. No I/O here; exporting (Prometheus) reads these.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Packets and bytes through one point of the media path.
 #[derive(Debug, Default)]
@@ -65,9 +66,39 @@ impl DropCounters {
     }
 }
 
+/// Kinds of long-lived objects the router counts while they exist, so a leak (a task or
+/// connection that outlives its participant) shows as a gauge that never returns to zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    /// Participant tasks (each owns two peer connections).
+    Participants,
+    /// Published tracks being read.
+    UpTracks,
+    /// Per-subscriber forwarding of one track.
+    DownTracks,
+}
+
+impl Live {
+    pub const ALL: [Live; 3] = [Live::Participants, Live::UpTracks, Live::DownTracks];
+}
+
+/// Counts one live object of a kind until dropped.
+#[derive(Debug)]
+pub struct LiveGuard {
+    stats: Arc<MediaStats>,
+    kind: Live,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.stats.live[self.kind as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Process-wide media counters, shared by every room.
 #[derive(Debug, Default)]
 pub struct MediaStats {
+    live: [AtomicI64; Live::ALL.len()],
     /// RTP received from publishers.
     pub received: PacketCounter,
     /// RTP written to subscribers.
@@ -77,6 +108,21 @@ pub struct MediaStats {
     pub keyframe_requests_sent: AtomicU64,
     /// PLI/FIR received from subscribers.
     pub keyframe_requests_received: AtomicU64,
+}
+
+impl MediaStats {
+    /// Counts one more live object of `kind` until the guard is dropped.
+    pub fn live_guard(self: &Arc<Self>, kind: Live) -> LiveGuard {
+        self.live[kind as usize].fetch_add(1, Ordering::Relaxed);
+        LiveGuard {
+            stats: self.clone(),
+            kind,
+        }
+    }
+
+    pub fn live(&self, kind: Live) -> i64 {
+        self.live[kind as usize].load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -93,5 +139,17 @@ mod tests {
         assert_eq!(s.received.bytes(), 150);
         assert_eq!(s.dropped.get(DropReason::QueueFull), 1);
         assert_eq!(s.dropped.get(DropReason::WriteFailed), 0);
+    }
+
+    #[test]
+    fn live_guards_count_while_alive() {
+        let s = Arc::new(MediaStats::default());
+        let a = s.live_guard(Live::UpTracks);
+        let b = s.live_guard(Live::UpTracks);
+        assert_eq!(s.live(Live::UpTracks), 2);
+        assert_eq!(s.live(Live::DownTracks), 0);
+        drop(a);
+        drop(b);
+        assert_eq!(s.live(Live::UpTracks), 0);
     }
 }

@@ -12,7 +12,7 @@ use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocalWriter;
 
-use switchyard_stats::{DropReason, MediaStats};
+use switchyard_stats::{DropReason, Live, MediaStats};
 
 use super::uptrack::UpTrack;
 
@@ -35,7 +35,10 @@ impl DownTrack {
     ) -> (DownTrack, mpsc::Sender<Arc<Packet>>) {
         let (tx, mut rx) = mpsc::channel::<Arc<Packet>>(queue_packets.max(1));
         let writer_stats = stats.clone();
+        let live = stats.live_guard(Live::DownTracks);
         let writer = tokio::spawn(async move {
+            // Counted while the writer task exists (aborting it drops the guard).
+            let _live = live;
             while let Some(packet) = rx.recv().await {
                 match local.write_rtp(&packet).await {
                     Ok(n) if n > 0 => writer_stats.forwarded.add(packet.payload.len()),

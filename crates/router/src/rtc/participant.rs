@@ -24,7 +24,7 @@ use switchyard_signal::{
     ClientMessage, ErrorCode, IceCandidate, PublishedTrackMeta, ServerMessage, Target, TrackKind,
     TrackSource,
 };
-use switchyard_stats::MediaStats;
+use switchyard_stats::{Live, LiveGuard, MediaStats};
 
 use super::downtrack::DownTrack;
 use super::engine::RtcEngine;
@@ -98,6 +98,7 @@ struct Participant {
     awaiting_keyframe: Vec<Arc<UpTrack>>,
     /// Client candidates that arrived before the description they belong to.
     early_candidates: HashMap<Target, Vec<RTCIceCandidateInit>>,
+    _live: LiveGuard,
 }
 
 impl Participant {
@@ -134,7 +135,6 @@ impl Participant {
         }
         Ok((
             Participant {
-                ctx,
                 publisher,
                 subscriber,
                 publisher_sdp_sent,
@@ -145,6 +145,8 @@ impl Participant {
                 needs_offer: false,
                 awaiting_keyframe: Vec::new(),
                 early_candidates: HashMap::new(),
+                _live: ctx.stats.live_guard(Live::Participants),
+                ctx,
             },
             events_rx,
         ))

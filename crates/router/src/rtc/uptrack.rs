@@ -17,7 +17,7 @@ use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::track::track_remote::TrackRemote;
 
 use switchyard_signal::TrackKind;
-use switchyard_stats::{DropReason, MediaStats};
+use switchyard_stats::{DropReason, Live, LiveGuard, MediaStats};
 
 use crate::fanout::Fanout;
 use crate::ids::{ParticipantId, TrackId};
@@ -31,6 +31,7 @@ pub struct UpTrack {
     fanout: Fanout<Arc<Packet>>,
     keyframe_requests: Option<mpsc::Sender<()>>,
     stats: Arc<MediaStats>,
+    _live: LiveGuard,
 }
 
 impl UpTrack {
@@ -67,6 +68,7 @@ impl UpTrack {
             codec: remote.codec().capability,
             fanout: Fanout::default(),
             keyframe_requests,
+            _live: stats.live_guard(Live::UpTracks),
             stats,
         });
         let reader = up.clone();
