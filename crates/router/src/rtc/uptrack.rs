@@ -92,9 +92,7 @@ impl UpTrack {
             self.stats.received.add(packet.payload.len());
             // Extension ids are negotiated per connection: the publisher's mean nothing to
             // a subscriber. The downtrack writes the subscriber's own.
-            packet.header.extension = false;
-            packet.header.extension_profile = 0;
-            packet.header.extensions.clear();
+            strip_header_extensions(&mut packet.header);
             self.fan_out(Arc::new(packet));
         }
     }
@@ -124,6 +122,15 @@ impl UpTrack {
             let _ = tx.try_send(());
         }
     }
+}
+
+/// Removes every header extension. The parsed padding must go too: left behind, it would
+/// be marshalled into a header whose length no longer matches, and receivers drop it.
+fn strip_header_extensions(header: &mut webrtc::rtp::header::Header) {
+    header.extension = false;
+    header.extension_profile = 0;
+    header.extensions.clear();
+    header.extensions_padding = 0;
 }
 
 async fn request_keyframes(
@@ -168,5 +175,46 @@ async fn request_keyframes(
             }
             Err(e) => tracing::debug!(error = %e, "sending PLI"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use webrtc::rtp::packet::Packet;
+    use webrtc::util::{Marshal, Unmarshal};
+
+    use super::strip_header_extensions;
+
+    /// Chrome's packets carry one-byte extensions with padding; after stripping and adding
+    /// the subscriber's own (as the downtrack does), the packet must still parse.
+    #[test]
+    fn stripped_packet_reencodes_cleanly() {
+        let mut original = Packet::default();
+        original.header.version = 2;
+        original.header.payload_type = 96;
+        original.header.sequence_number = 7;
+        original
+            .header
+            .set_extension(3, Bytes::from_static(&[1, 2]))
+            .unwrap();
+        original.payload = Bytes::from_static(&[0xAA; 100]);
+        let wire = original.marshal().unwrap();
+        let mut parsed = Packet::unmarshal(&mut &wire[..]).unwrap();
+        assert!(
+            parsed.header.extensions_padding > 0,
+            "the case that broke: padded extensions"
+        );
+
+        strip_header_extensions(&mut parsed.header);
+        parsed
+            .header
+            .set_extension(1, Bytes::from_static(b"0"))
+            .unwrap();
+        let rewired = parsed.marshal().unwrap();
+        let back = Packet::unmarshal(&mut &rewired[..]).unwrap();
+        assert_eq!(back.payload, original.payload);
+        assert_eq!(back.header.get_extension(1), Some(Bytes::from_static(b"0")));
+        assert_eq!(back.header.get_extension(3), None);
     }
 }
