@@ -94,8 +94,10 @@ struct Participant {
     awaiting_answer: bool,
     /// The set of downtracks changed since the last offer.
     needs_offer: bool,
-    /// Video subscribed since the last answer: each needs a keyframe once bound.
-    awaiting_keyframe: Vec<Arc<UpTrack>>,
+    /// Video subscribed since the last offer was made: not in any offer yet.
+    keyframe_after_next_offer: Vec<Arc<UpTrack>>,
+    /// Video in the offer that is out: each needs a keyframe once its answer binds it.
+    keyframe_after_answer: Vec<Arc<UpTrack>>,
     /// Client candidates that arrived before the description they belong to.
     early_candidates: HashMap<Target, Vec<RTCIceCandidateInit>>,
     _live: LiveGuard,
@@ -143,7 +145,8 @@ impl Participant {
                 downtracks: HashMap::new(),
                 awaiting_answer: false,
                 needs_offer: false,
-                awaiting_keyframe: Vec::new(),
+                keyframe_after_next_offer: Vec::new(),
+                keyframe_after_answer: Vec::new(),
                 early_candidates: HashMap::new(),
                 _live: ctx.stats.live_guard(Live::Participants),
                 ctx,
@@ -249,7 +252,7 @@ impl Participant {
         self.awaiting_answer = false;
         self.flush_early_candidates(Target::Subscriber).await;
         // The senders are bound now: a keyframe sent from here on reaches this subscriber.
-        for uptrack in self.awaiting_keyframe.drain(..) {
+        for uptrack in self.keyframe_after_answer.drain(..) {
             uptrack.request_keyframe();
         }
         Ok(())
@@ -366,7 +369,7 @@ impl Participant {
         );
         uptrack.add_sink(self.ctx.id.clone(), queue);
         if uptrack.kind == TrackKind::Video {
-            self.awaiting_keyframe.push(uptrack.clone());
+            self.keyframe_after_next_offer.push(uptrack.clone());
         }
         self.downtracks.insert(uptrack.id.clone(), downtrack);
         self.needs_offer = true;
@@ -378,7 +381,8 @@ impl Participant {
             return Ok(());
         };
         downtrack.uptrack.remove_sink(&self.ctx.id);
-        self.awaiting_keyframe.retain(|u| &u.id != track);
+        self.keyframe_after_next_offer.retain(|u| &u.id != track);
+        self.keyframe_after_answer.retain(|u| &u.id != track);
         let sender = downtrack.sender.clone();
         downtrack.stop();
         self.subscriber.remove_track(&sender).await?;
@@ -397,6 +401,9 @@ impl Participant {
         let sdp = set_local_and_gather(&self.subscriber, offer).await?;
         self.subscriber_sdp_sent.store(true, Ordering::Relaxed);
         self.awaiting_answer = true;
+        // Only tracks in this offer get bound by its answer; later ones wait for theirs.
+        self.keyframe_after_answer
+            .append(&mut self.keyframe_after_next_offer);
         self.send(ServerMessage::SubscribeOffer { sdp });
         Ok(())
     }

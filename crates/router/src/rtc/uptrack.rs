@@ -85,7 +85,7 @@ impl UpTrack {
             let mut packet = match remote.read(&mut buf).await {
                 Ok((packet, _)) => packet,
                 Err(e) => {
-                    tracing::debug!(track = %self.id, error = %e, "uptrack ended");
+                    tracing::info!(track = %self.id, error = %e, "uptrack ended");
                     return;
                 }
             };

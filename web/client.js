@@ -1,0 +1,854 @@
+// SwitchyardClient: the signaling WebSocket plus the two RTCPeerConnections of one participant.
+//
+// No DOM here: the meeting UI (app.js) drives this class and listens to its events. The wire
+// protocol is the one in crates/signal/src/protocol.rs (JSON objects tagged by `type`,
+// snake_case fields).
+//
+// Two peer connections per participant:
+//   * publisher  - we create it, add our microphone and camera, offer (`publish_offer`) and
+//                  apply the server's `publish_answer`;
+//   * subscriber - created lazily on the first `subscribe_offer`; the server re-offers on it
+//                  whenever the set of forwarded tracks changes, we answer each time.
+// Every forwarded track carries `a=msid:<participant_id> <track_id>`, which is how a received
+// track is bound to the participant who publishes it.
+//
+// Events (CustomEvent, payload in `event.detail`):
+//   statechange        {state}              aggregated WS + peer-connection state
+//   joined             {room, participantId, name}
+//   participantjoined  {participant}        also fired for those already in the room on join
+//   participantupdated {participant}        name, track list or mute state changed
+//   participantleft    {participantId, participant}
+//   trackadded         {participantId, trackId, kind, track, mid}
+//   trackremoved       {participantId, trackId, kind, track, mid}
+//   localmute          {kind, muted}
+//   servererror        {code, message}      an `error` message from the server
+//   error              {error}              a local failure (SDP, ICE, WebSocket)
+//   closed             {reason}             the session ended (leave, socket closed)
+
+const PING_INTERVAL_MS = 10_000;
+const JOIN_TIMEOUT_MS = 15_000;
+
+/** The default signaling URL for a page served by the Switchyard server itself. */
+export function defaultSignalUrl(loc = globalThis.location) {
+  const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${loc.host}/rtc`;
+}
+
+/**
+ * Splits an SDP into its media sections and extracts, per mid, what we need to bind received
+ * tracks to participants: kind, direction, port and msid (stream id + track id).
+ */
+export function parseMediaSections(sdp) {
+  const sections = new Map();
+  let current = null;
+  let sessionDirection = null;
+  for (const rawLine of sdp.split(/\r?\n/)) {
+    const line = rawLine.trim();
+    if (line.startsWith('m=')) {
+      const [kind, port] = line.slice(2).split(' ');
+      current = { kind, port: Number(port), mid: null, direction: null, msid: null, ssrcMsid: null };
+      sections.set(Symbol('pending'), current);
+      continue;
+    }
+    if (!line.startsWith('a=')) continue;
+    const attr = line.slice(2);
+    if (/^(sendrecv|sendonly|recvonly|inactive)$/.test(attr)) {
+      if (current) current.direction = attr;
+      else sessionDirection = attr;
+      continue;
+    }
+    if (!current) continue;
+    if (attr.startsWith('mid:')) {
+      current.mid = attr.slice(4);
+    } else if (attr.startsWith('msid:')) {
+      const [streamId, trackId] = attr.slice(5).split(' ');
+      current.msid ??= { streamId, trackId };
+    } else if (attr.startsWith('ssrc:')) {
+      // Legacy form: a=ssrc:<ssrc> msid:<stream> <track>
+      const m = /^ssrc:\d+ msid:(\S+)(?: (\S+))?/.exec(attr);
+      if (m) current.ssrcMsid ??= { streamId: m[1], trackId: m[2] };
+    }
+  }
+  const byMid = new Map();
+  for (const section of sections.values()) {
+    section.direction ??= sessionDirection ?? 'sendrecv';
+    section.msid ??= section.ssrcMsid;
+    delete section.ssrcMsid;
+    if (section.mid != null) byMid.set(section.mid, section);
+  }
+  return byMid;
+}
+
+function toRtcIceServers(iceServers) {
+  return (iceServers ?? []).map((s) => {
+    const out = { urls: s.urls };
+    if (s.username != null) out.username = s.username;
+    if (s.credential != null) out.credential = s.credential;
+    return out;
+  });
+}
+
+function toWireCandidate(c) {
+  const out = { candidate: c.candidate };
+  if (c.sdpMid != null) out.sdp_mid = c.sdpMid;
+  if (c.sdpMLineIndex != null) out.sdp_mline_index = c.sdpMLineIndex;
+  if (c.usernameFragment != null) out.username_fragment = c.usernameFragment;
+  return out;
+}
+
+function fromWireCandidate(c) {
+  const out = { candidate: c.candidate ?? '' };
+  if (c.sdp_mid != null) out.sdpMid = c.sdp_mid;
+  if (c.sdp_mline_index != null) out.sdpMLineIndex = c.sdp_mline_index;
+  if (out.sdpMid == null && out.sdpMLineIndex == null) out.sdpMLineIndex = 0;
+  if (c.username_fragment != null) out.usernameFragment = c.username_fragment;
+  return out;
+}
+
+function sourceFor(kind) {
+  return kind === 'audio' ? 'microphone' : 'camera';
+}
+
+/** One side (publisher or subscriber) of the session: a peer connection and its ICE queues. */
+class PeerSide {
+  constructor(target, pc) {
+    this.target = target;
+    this.pc = pc;
+    this.remoteDescriptionSet = false;
+    this.localSdpSent = false;
+    this.pendingRemoteCandidates = []; // server candidates waiting for a remote description
+    this.pendingLocalCandidates = []; // our candidates waiting for our offer/answer to be sent
+    this.queue = Promise.resolve(); // serializes SDP operations
+  }
+}
+
+export class SwitchyardClient extends EventTarget {
+  /**
+   * @param {object} [options]
+   * @param {string} [options.url] signaling URL, default `ws(s)://<page host>/rtc`
+   * @param {number} [options.pingIntervalMs]
+   * @param {boolean} [options.debug] log every signaling message to the console
+   */
+  constructor(options = {}) {
+    super();
+    this.url = options.url ?? null;
+    this.pingIntervalMs = options.pingIntervalMs ?? PING_INTERVAL_MS;
+    this.debug = options.debug ?? false;
+    this._reset();
+    this._state = 'idle';
+  }
+
+  _reset() {
+    this._ws = null;
+    this._room = null;
+    this._self = null; // {id, name}
+    this._iceServers = [];
+    this._pub = null;
+    this._sub = null;
+    this._pendingSubscriberCandidates = []; // server candidates before the subscriber PC exists
+    this._remote = new Map(); // participantId -> participant record
+    this._departed = new Set(); // ids that left: never resurrected by a stale offer
+    this._bindings = new Map(); // subscriber mid -> {mid, participantId, trackId, kind, track}
+    this._local = new Map(); // kind -> {track, localTrackId, wireTrackId, muted}
+    this._pingTimer = null;
+    this._lastPingSent = 0;
+    this.rttMs = null;
+    this._joinWaiter = null;
+    this._closing = false;
+    this._wsOpen = false;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Public API
+
+  /** Aggregated connection state: idle, connecting, connected, disconnected, failed. */
+  get state() {
+    return this._state;
+  }
+
+  /** Our participant id, assigned by the server in `joined` (null before). */
+  get participantId() {
+    return this._self?.id ?? null;
+  }
+
+  get name() {
+    return this._self?.name ?? null;
+  }
+
+  get room() {
+    return this._room;
+  }
+
+  get joined() {
+    return this._self != null;
+  }
+
+  /**
+   * Connects, joins `room` as `name` and publishes the audio/video tracks of `stream` (if any).
+   * Resolves once the server answered `joined` (media negotiation continues in the background).
+   */
+  async join({ room, name, token, stream } = {}) {
+    if (this._ws) throw new Error('already joined; call leave() first');
+    this._reset();
+    this._closing = false;
+    this._room = room;
+    this._setState('connecting');
+
+    const url = this.url ?? defaultSignalUrl();
+    const ws = new WebSocket(url);
+    this._ws = ws;
+
+    const joined = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new Error(`no answer to join within ${JOIN_TIMEOUT_MS / 1000} s`));
+      }, JOIN_TIMEOUT_MS);
+      this._joinWaiter = {
+        resolve: (v) => { clearTimeout(timer); resolve(v); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      };
+    });
+
+    ws.addEventListener('open', () => {
+      this._wsOpen = true;
+      const msg = { type: 'join', room, name };
+      if (token) msg.token = token;
+      this._send(msg);
+      this._startPing();
+    });
+    ws.addEventListener('message', (ev) => this._onMessage(ev.data));
+    ws.addEventListener('error', () => {
+      this._log('websocket error');
+    });
+    ws.addEventListener('close', (ev) => this._onSocketClose(ev));
+
+    this._pendingStream = stream ?? null;
+    try {
+      await joined;
+    } catch (err) {
+      this._teardown(`join failed: ${err.message}`, 'failed');
+      throw err;
+    }
+    return { participantId: this.participantId, room: this._room };
+  }
+
+  /** Leaves the room, closes both peer connections and the socket. Local tracks are not stopped. */
+  leave() {
+    if (!this._ws) return;
+    if (this._wsOpen && this._self) this._send({ type: 'leave' });
+    this._teardown('left', 'disconnected');
+  }
+
+  /** Enables or disables our microphone; tells the server via `mute`. */
+  setMicrophoneEnabled(enabled) {
+    return this._setLocalEnabled('audio', enabled);
+  }
+
+  /** Enables or disables our camera (the track keeps running, black frames); tells the server. */
+  setCameraEnabled(enabled) {
+    return this._setLocalEnabled('video', enabled);
+  }
+
+  isMicrophoneEnabled() {
+    const l = this._local.get('audio');
+    return !!l && !l.muted;
+  }
+
+  isCameraEnabled() {
+    const l = this._local.get('video');
+    return !!l && !l.muted;
+  }
+
+  hasLocal(kind) {
+    return this._local.has(kind);
+  }
+
+  /**
+   * Plain-data snapshot of the other participants:
+   * [{id, name, audioMuted, videoMuted, tracks: [{id, kind, source, muted, receiving}]}].
+   */
+  remoteParticipants() {
+    return [...this._remote.values()].map((p) => {
+      const { audioTrack, videoTrack, ...plain } = this._snapshot(p);
+      return plain;
+    });
+  }
+
+  /** Like remoteParticipants() for one id, plus its received `audioTrack` / `videoTrack`. */
+  getParticipant(id) {
+    const p = this._remote.get(id);
+    return p ? this._snapshot(p) : null;
+  }
+
+  /**
+   * The tracks currently received on the subscriber connection:
+   * [{mid, participantId, trackId, kind, mediaTrackId}] where mediaTrackId is the local
+   * MediaStreamTrack id (the `trackIdentifier` of inbound-rtp stats).
+   */
+  remoteTracks() {
+    return [...this._bindings.values()].map((b) => ({
+      mid: b.mid,
+      participantId: b.participantId,
+      trackId: b.trackId,
+      kind: b.kind,
+      mediaTrackId: b.track?.id ?? null,
+    }));
+  }
+
+  /** Our published tracks: [{kind, localTrackId, trackId, muted}]. */
+  localTracks() {
+    return [...this._local.entries()].map(([kind, l]) => ({
+      kind,
+      localTrackId: l.track.id,
+      trackId: l.wireTrackId,
+      muted: l.muted,
+    }));
+  }
+
+  /** `{publisher: [...], subscriber: [...]}`: every stats object of each peer connection. */
+  async getStats() {
+    const collect = async (side) => {
+      if (!side || side.pc.signalingState === 'closed') return [];
+      const report = await side.pc.getStats();
+      return [...report.values()].map((s) => ({ ...s }));
+    };
+    const [publisher, subscriber] = await Promise.all([collect(this._pub), collect(this._sub)]);
+    return { publisher, subscriber };
+  }
+
+  /** The raw peer connections, for debugging. */
+  get publisherConnection() {
+    return this._pub?.pc ?? null;
+  }
+
+  get subscriberConnection() {
+    return this._sub?.pc ?? null;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Signaling
+
+  _send(msg) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    if (this.debug) this._log('->', JSON.stringify(msg));
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  _onMessage(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      this._log('unparsable message', data);
+      return;
+    }
+    if (this.debug) this._log('<-', typeof data === 'string' ? data : JSON.stringify(msg));
+    try {
+      switch (msg.type) {
+        case 'joined': return this._onJoined(msg);
+        case 'publish_answer': return this._onPublishAnswer(msg);
+        case 'subscribe_offer': return this._onSubscribeOffer(msg);
+        case 'candidate': return this._onRemoteCandidate(msg);
+        case 'participant_joined': return this._onParticipantJoined(msg.participant);
+        case 'participant_left': return this._onParticipantLeft(msg.participant_id);
+        case 'track_published': return this._onTrackPublished(msg.participant_id, msg.track);
+        case 'track_unpublished': return this._onTrackUnpublished(msg.participant_id, msg.track_id);
+        case 'track_muted': return this._onTrackMuted(msg.participant_id, msg.track_id, msg.muted);
+        case 'error': return this._onServerError(msg);
+        case 'pong':
+          if (this._lastPingSent) this.rttMs = Math.round(performance.now() - this._lastPingSent);
+          return;
+        default:
+          this._log('ignoring unknown message type', msg.type);
+      }
+    } catch (err) {
+      this._emitError(err);
+    }
+  }
+
+  _onJoined(msg) {
+    if (this._self) {
+      this._log('duplicate joined ignored');
+      return;
+    }
+    this._self = { id: msg.participant.id, name: msg.participant.name };
+    this._room = msg.room ?? this._room;
+    this._iceServers = toRtcIceServers(msg.ice_servers);
+    this._emit('joined', { room: this._room, participantId: this._self.id, name: this._self.name });
+    for (const rp of msg.participants ?? []) {
+      const p = this._ensureParticipant(rp.id, rp.name);
+      for (const t of rp.tracks ?? []) p.tracks.set(t.id, { ...t });
+      this._emit('participantjoined', { participant: this._snapshot(p) });
+    }
+    this._joinWaiter?.resolve();
+    this._joinWaiter = null;
+
+    const stream = this._pendingStream;
+    this._pendingStream = null;
+    if (stream && stream.getTracks().length > 0) {
+      this._publish(stream).catch((err) => this._emitError(err, 'publishing failed'));
+    }
+    this._updateState();
+  }
+
+  _onServerError(msg) {
+    this._emit('servererror', { code: msg.code, message: msg.message });
+    if (this._joinWaiter) {
+      const err = new Error(`${msg.code}: ${msg.message}`);
+      err.code = msg.code;
+      this._joinWaiter.reject(err);
+      this._joinWaiter = null;
+    }
+  }
+
+  _onSocketClose(ev) {
+    this._wsOpen = false;
+    if (this._closing) return;
+    const reason = `signaling connection closed (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ''})`;
+    this._joinWaiter?.reject(new Error(reason));
+    this._joinWaiter = null;
+    this._teardown(reason, 'disconnected');
+  }
+
+  _startPing() {
+    clearInterval(this._pingTimer);
+    this._pingTimer = setInterval(() => {
+      this._lastPingSent = performance.now();
+      this._send({ type: 'ping' });
+    }, this.pingIntervalMs);
+  }
+
+  _teardown(reason, finalState) {
+    this._closing = true;
+    clearInterval(this._pingTimer);
+    this._pingTimer = null;
+    for (const side of [this._pub, this._sub]) {
+      if (side) {
+        try { side.pc.close(); } catch { /* already closed */ }
+      }
+    }
+    const ws = this._ws;
+    if (ws && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) {
+      try { ws.close(1000, 'leaving'); } catch { /* ignore */ }
+    }
+    const departed = [...this._remote.values()];
+    this._ws = null;
+    this._self = null;
+    this._pub = null;
+    this._sub = null;
+    this._bindings.clear();
+    this._remote.clear();
+    this._local.clear();
+    for (const p of departed) {
+      this._emit('participantleft', { participantId: p.id, participant: this._snapshot(p) });
+    }
+    this._setState(finalState);
+    this._emit('closed', { reason });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Peer connections
+
+  _createPeerConnection(target) {
+    const pc = new RTCPeerConnection({
+      iceServers: this._iceServers,
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+    });
+    const side = new PeerSide(target, pc);
+    pc.addEventListener('icecandidate', (ev) => {
+      // A null candidate (or an empty string) marks the end of gathering: nothing to send.
+      if (!ev.candidate || !ev.candidate.candidate) return;
+      const wire = toWireCandidate(ev.candidate);
+      if (side.localSdpSent) this._send({ type: 'candidate', target, candidate: wire });
+      else side.pendingLocalCandidates.push(wire);
+    });
+    pc.addEventListener('connectionstatechange', () => {
+      this._log(`${target} connection: ${pc.connectionState}`);
+      this._updateState();
+    });
+    pc.addEventListener('iceconnectionstatechange', () => this._updateState());
+    return side;
+  }
+
+  _flushLocalCandidates(side) {
+    side.localSdpSent = true;
+    for (const c of side.pendingLocalCandidates.splice(0)) {
+      this._send({ type: 'candidate', target: side.target, candidate: c });
+    }
+  }
+
+  async _flushRemoteCandidates(side) {
+    side.remoteDescriptionSet = true;
+    for (const c of side.pendingRemoteCandidates.splice(0)) {
+      await this._addRemoteCandidate(side, c);
+    }
+  }
+
+  async _addRemoteCandidate(side, wire) {
+    try {
+      await side.pc.addIceCandidate(fromWireCandidate(wire));
+    } catch (err) {
+      if (side.pc.signalingState !== 'closed') {
+        this._emitError(err, `adding a ${side.target} candidate failed (${wire.candidate})`);
+      }
+    }
+  }
+
+  _onRemoteCandidate(msg) {
+    const wire = msg.candidate;
+    if (!wire) return;
+    let side;
+    if (msg.target === 'publisher') {
+      side = this._pub;
+      if (!side) {
+        this._log('publisher candidate without a publisher connection, dropped');
+        return;
+      }
+    } else if (msg.target === 'subscriber') {
+      side = this._sub;
+      if (!side) {
+        this._pendingSubscriberCandidates.push(wire);
+        return;
+      }
+    } else {
+      this._log('candidate with unknown target', msg.target);
+      return;
+    }
+    if (!side.remoteDescriptionSet) {
+      side.pendingRemoteCandidates.push(wire);
+      return;
+    }
+    // Run after any SDP operation in flight so a candidate never races a re-offer.
+    side.queue = side.queue.then(() => this._addRemoteCandidate(side, wire));
+  }
+
+  async _publish(stream) {
+    const side = this._createPeerConnection('publisher');
+    this._pub = side;
+    const pc = side.pc;
+    const audio = stream.getAudioTracks()[0];
+    const video = stream.getVideoTracks()[0];
+    const transceivers = [];
+    for (const track of [audio, video]) {
+      if (!track) continue;
+      // One plain encoding per track (no simulcast): no sendEncodings.
+      const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      transceivers.push(t);
+      this._local.set(track.kind, {
+        track,
+        wireTrackId: track.id,
+        muted: !track.enabled,
+      });
+    }
+    this._updateState();
+
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    if (this._pub !== side) return; // left meanwhile
+
+    // The server keys tracks by the id in each m-section's a=msid; read it back from the SDP
+    // rather than assume it equals MediaStreamTrack.id.
+    const sections = parseMediaSections(pc.localDescription.sdp);
+    const meta = [];
+    for (const t of transceivers) {
+      const track = t.sender.track;
+      const local = this._local.get(track.kind);
+      const sec = t.mid != null ? sections.get(t.mid) : null;
+      if (sec?.msid?.trackId) local.wireTrackId = sec.msid.trackId;
+      meta.push({ track_id: local.wireTrackId, source: sourceFor(track.kind) });
+    }
+    this._send({ type: 'publish_offer', sdp: pc.localDescription.sdp, tracks: meta });
+    this._flushLocalCandidates(side);
+
+    // Mute state chosen before joining (e.g. joined with the microphone off).
+    for (const [kind, local] of this._local) {
+      if (local.muted) this._send({ type: 'mute', track_id: local.wireTrackId, muted: true });
+      this._emit('localmute', { kind, muted: local.muted });
+    }
+  }
+
+  _onPublishAnswer(msg) {
+    const side = this._pub;
+    if (!side) {
+      this._log('publish_answer without a publisher connection, ignored');
+      return;
+    }
+    side.queue = side.queue.then(async () => {
+      if (side.pc.signalingState !== 'have-local-offer') {
+        this._log(`publish_answer in signaling state ${side.pc.signalingState}, ignored`);
+        return;
+      }
+      try {
+        await side.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+      } catch (err) {
+        this._emitError(err, 'applying publish_answer failed');
+        return;
+      }
+      await this._flushRemoteCandidates(side);
+      this._updateState();
+    });
+  }
+
+  _onSubscribeOffer(msg) {
+    let side = this._sub;
+    if (!side) {
+      side = this._createPeerConnection('subscriber');
+      this._sub = side;
+      side.pendingRemoteCandidates.push(...this._pendingSubscriberCandidates.splice(0));
+      side.pc.addEventListener('track', (ev) => {
+        this._log(`ontrack mid=${ev.transceiver?.mid} kind=${ev.track.kind} stream=${ev.streams[0]?.id} track=${ev.track.id}`);
+      });
+      this._updateState();
+    }
+    side.queue = side.queue.then(async () => {
+      const pc = side.pc;
+      if (pc.signalingState === 'closed') return;
+      try {
+        await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+        if (!side.remoteDescriptionSet) await this._flushRemoteCandidates(side);
+        this._reconcileRemoteTracks();
+        const answer = await pc.createAnswer();
+        await pc.setLocalDescription(answer);
+        this._send({ type: 'subscribe_answer', sdp: pc.localDescription.sdp });
+        if (!side.localSdpSent) this._flushLocalCandidates(side);
+      } catch (err) {
+        this._emitError(err, 'handling subscribe_offer failed');
+      }
+      this._updateState();
+    });
+  }
+
+  /**
+   * After each subscribe_offer: bind every active receiving m-section to the participant and
+   * track named by its a=msid; unbind sections that went inactive or changed owner.
+   */
+  _reconcileRemoteTracks() {
+    const pc = this._sub?.pc;
+    if (!pc?.remoteDescription) return;
+    const sections = parseMediaSections(pc.remoteDescription.sdp);
+    const live = new Set();
+    for (const t of pc.getTransceivers()) {
+      const mid = t.mid;
+      if (mid == null) continue;
+      const sec = sections.get(mid);
+      const prev = this._bindings.get(mid);
+      let next = null;
+      if (sec && sec.port !== 0 && (sec.direction === 'sendonly' || sec.direction === 'sendrecv')
+          && (sec.kind === 'audio' || sec.kind === 'video')) {
+        let participantId = sec.msid?.streamId;
+        const trackId = sec.msid?.trackId ?? t.receiver.track.id;
+        if (!participantId || participantId === '-') participantId = this._ownerOfTrack(trackId);
+        if (participantId && participantId !== this.participantId) {
+          next = { mid, participantId, trackId, kind: sec.kind, track: t.receiver.track };
+        }
+      }
+      const same = prev && next && prev.participantId === next.participantId
+        && prev.trackId === next.trackId && prev.track === next.track;
+      if (same) {
+        live.add(mid);
+        continue;
+      }
+      if (prev) this._unbind(prev);
+      if (next && !this._departed.has(next.participantId)) {
+        this._bind(next);
+        live.add(mid);
+      }
+    }
+    for (const [mid, b] of [...this._bindings]) {
+      if (!live.has(mid)) this._unbind(b);
+    }
+  }
+
+  _ownerOfTrack(trackId) {
+    for (const p of this._remote.values()) if (p.tracks.has(trackId)) return p.id;
+    return null;
+  }
+
+  _bind(b) {
+    this._bindings.set(b.mid, b);
+    const p = this._ensureParticipant(b.participantId, null);
+    p.media.set(b.trackId, b);
+    if (!p.tracks.has(b.trackId)) {
+      // Forwarded before (or without) a track_published: assume defaults until it arrives.
+      p.tracks.set(b.trackId, { id: b.trackId, kind: b.kind, source: sourceFor(b.kind), muted: false });
+    }
+    this._emit('trackadded', {
+      participantId: b.participantId, trackId: b.trackId, kind: b.kind, track: b.track, mid: b.mid,
+    });
+    this._emit('participantupdated', { participant: this._snapshot(p) });
+  }
+
+  _unbind(b) {
+    if (this._bindings.get(b.mid) === b) this._bindings.delete(b.mid);
+    const p = this._remote.get(b.participantId);
+    if (p && p.media.get(b.trackId) === b) p.media.delete(b.trackId);
+    this._emit('trackremoved', {
+      participantId: b.participantId, trackId: b.trackId, kind: b.kind, track: b.track, mid: b.mid,
+    });
+    if (p) this._emit('participantupdated', { participant: this._snapshot(p) });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Participants and tracks
+
+  _ensureParticipant(id, name) {
+    let p = this._remote.get(id);
+    if (!p) {
+      p = { id, name: name ?? '', tracks: new Map(), media: new Map() };
+      this._remote.set(id, p);
+    } else if (name != null) {
+      p.name = name;
+    }
+    return p;
+  }
+
+  _snapshot(p) {
+    const tracks = [...p.tracks.values()].map((t) => ({
+      id: t.id,
+      kind: t.kind,
+      source: t.source,
+      muted: !!t.muted,
+      receiving: p.media.has(t.id),
+    }));
+    const media = [...p.media.values()];
+    const audioMuted = !tracks.some((t) => t.kind === 'audio' && !t.muted);
+    const videoMuted = !tracks.some((t) => t.kind === 'video' && !t.muted);
+    return {
+      id: p.id,
+      name: p.name,
+      tracks,
+      audioMuted,
+      videoMuted,
+      audioTrack: media.find((b) => b.kind === 'audio')?.track ?? null,
+      videoTrack: pickVideo(p, media)?.track ?? null,
+    };
+  }
+
+  _onParticipantJoined(info) {
+    if (!info || info.id === this.participantId) return;
+    this._departed.delete(info.id);
+    const known = this._remote.has(info.id);
+    const p = this._ensureParticipant(info.id, info.name);
+    this._emit(known ? 'participantupdated' : 'participantjoined', { participant: this._snapshot(p) });
+  }
+
+  _onParticipantLeft(id) {
+    if (id === this.participantId) return;
+    this._departed.add(id);
+    const p = this._remote.get(id);
+    if (!p) return;
+    for (const b of [...p.media.values()]) {
+      if (this._bindings.get(b.mid) === b) this._bindings.delete(b.mid);
+    }
+    this._remote.delete(id);
+    this._emit('participantleft', { participantId: id, participant: this._snapshot(p) });
+  }
+
+  _onTrackPublished(participantId, track) {
+    if (!track) return;
+    if (participantId === this.participantId) {
+      // Our own track, as the server registered it: adopt the server's id for `mute`.
+      const local = [...this._local.values()].find((l) => l.wireTrackId === track.id)
+        ?? this._local.get(track.kind);
+      if (local && local.wireTrackId !== track.id) {
+        this._log(`server registered our ${track.kind} track as ${track.id} (offered ${local.wireTrackId})`);
+        local.wireTrackId = track.id;
+      }
+      return;
+    }
+    if (this._departed.has(participantId)) return;
+    const p = this._ensureParticipant(participantId, null);
+    const prev = p.tracks.get(track.id);
+    p.tracks.set(track.id, { ...prev, ...track });
+    this._emit('participantupdated', { participant: this._snapshot(p) });
+  }
+
+  _onTrackUnpublished(participantId, trackId) {
+    if (participantId === this.participantId) return;
+    const p = this._remote.get(participantId);
+    if (!p) return;
+    p.tracks.delete(trackId);
+    const b = p.media.get(trackId);
+    if (b) this._unbind(b);
+    this._emit('participantupdated', { participant: this._snapshot(p) });
+  }
+
+  _onTrackMuted(participantId, trackId, muted) {
+    if (participantId === this.participantId) return; // confirmation of our own mute
+    const p = this._remote.get(participantId);
+    if (!p) return;
+    const t = p.tracks.get(trackId);
+    if (t) {
+      t.muted = !!muted;
+    } else {
+      const b = p.media.get(trackId);
+      const kind = b?.kind ?? 'audio';
+      p.tracks.set(trackId, { id: trackId, kind, source: sourceFor(kind), muted: !!muted });
+    }
+    this._emit('participantupdated', { participant: this._snapshot(p) });
+  }
+
+  _setLocalEnabled(kind, enabled) {
+    const local = this._local.get(kind);
+    if (!local) return false;
+    local.track.enabled = !!enabled;
+    local.muted = !enabled;
+    if (this._pub?.localSdpSent) {
+      this._send({ type: 'mute', track_id: local.wireTrackId, muted: local.muted });
+    }
+    this._emit('localmute', { kind, muted: local.muted });
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // State and events
+
+  _updateState() {
+    if (!this._ws) return;
+    const ws = this._ws;
+    if (ws.readyState === WebSocket.CONNECTING || !this._self) {
+      this._setState(ws.readyState === WebSocket.CLOSED ? 'disconnected' : 'connecting');
+      return;
+    }
+    if (ws.readyState !== WebSocket.OPEN) {
+      this._setState('disconnected');
+      return;
+    }
+    // A subscriber connection whose offer had no media yet has no transport: it stays "new"
+    // and says nothing about connectivity.
+    const sides = [this._pub, this._sub].filter((s) => s
+      && !(s === this._sub && s.pc.connectionState === 'new' && s.pc.getTransceivers().length === 0));
+    const states = sides.map((s) => s.pc.connectionState);
+    if (states.includes('failed')) this._setState('failed');
+    else if (states.includes('disconnected') || states.includes('closed')) this._setState('disconnected');
+    else if (states.every((s) => s === 'connected')) this._setState('connected');
+    else this._setState('connecting');
+  }
+
+  _setState(state) {
+    if (state === this._state) return;
+    this._state = state;
+    this._emit('statechange', { state });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _emitError(err, context) {
+    const error = context ? new Error(`${context}: ${err?.message ?? err}`) : err;
+    console.error('[switchyard]', error);
+    this._emit('error', { error });
+  }
+
+  _log(...args) {
+    console.debug('[switchyard]', ...args);
+  }
+}
+
+function pickVideo(p, media) {
+  const videos = media.filter((b) => b.kind === 'video');
+  return videos.find((b) => p.tracks.get(b.trackId)?.source === 'camera') ?? videos[0];
+}
