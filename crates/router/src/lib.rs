@@ -9,6 +9,7 @@ pub mod error;
 pub mod fanout;
 pub mod ids;
 pub mod keyframe;
+pub mod media;
 mod room;
 pub mod room_state;
 pub mod rtc;
