@@ -6,13 +6,14 @@
 //! applies those decisions; [`rtc`] is the only module that touches webrtc-rs.
 
 pub mod error;
-pub mod fanout;
+
 pub mod ids;
 pub mod keyframe;
 pub mod media;
 mod room;
 pub mod room_state;
 pub mod rtc;
+pub mod track;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,7 +186,8 @@ impl ParticipantSession {
             }
             other @ (ClientMessage::PublishOffer { .. }
             | ClientMessage::SubscribeAnswer { .. }
-            | ClientMessage::Candidate { .. }) => {
+            | ClientMessage::Candidate { .. }
+            | ClientMessage::UpdateSubscription { .. }) => {
                 let _ = self.actor.send(ParticipantCommand::Signal(other));
             }
             // The session answers these itself.

@@ -2,17 +2,19 @@
 //! else talks to it through a channel.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use switchyard_signal::{ParticipantInfo, ServerMessage, TrackSource};
+use switchyard_signal::{ActiveSpeaker, ParticipantInfo, ServerMessage, TrackSource};
 
 use crate::error::{Result, RouterError};
 use crate::ids::{ParticipantId, RoomId, TrackId};
+use crate::media::speaker::{ActiveSpeakerDetector, SpeakerConfig};
 use crate::room_state::{Effect, PublishedTrack, RoomState};
 use crate::rtc::participant::{self, ParticipantCommand, ParticipantContext, ParticipantTx};
-use crate::rtc::uptrack::UpTrack;
+use crate::rtc::uptrack::{Speakers, UpTrack};
 use crate::{RouterShared, SignalTx};
 
 pub(crate) enum RoomCommand {
@@ -61,6 +63,7 @@ struct RoomTask {
     state: RoomState,
     members: HashMap<ParticipantId, Member>,
     uptracks: HashMap<TrackId, Arc<UpTrack>>,
+    speakers: Speakers,
     shared: Arc<RouterShared>,
     tx: RoomTx,
 }
@@ -71,6 +74,9 @@ pub(crate) fn spawn(id: RoomId, generation: u64, shared: Arc<RouterShared>) -> R
         state: RoomState::new(id.clone(), shared.config.max_participants),
         members: HashMap::new(),
         uptracks: HashMap::new(),
+        speakers: Arc::new(Mutex::new(ActiveSpeakerDetector::new(
+            SpeakerConfig::default(),
+        ))),
         shared,
         tx: tx.clone(),
     };
@@ -85,7 +91,18 @@ pub(crate) fn spawn(id: RoomId, generation: u64, shared: Arc<RouterShared>) -> R
 impl RoomTask {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<RoomCommand>, generation: u64) {
         tracing::info!("room opened");
-        while let Some(command) = rx.recv().await {
+        // The detector rate-limits what it reports; polling often keeps changes prompt.
+        let mut speaker_poll = tokio::time::interval(Duration::from_millis(100));
+        speaker_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let command = tokio::select! {
+                command = rx.recv() => command,
+                _ = speaker_poll.tick() => {
+                    self.poll_speakers();
+                    continue;
+                }
+            };
+            let Some(command) = command else { break };
             let closing = matches!(command, RoomCommand::Close);
             self.handle(command);
             if closing || self.state.is_empty() {
@@ -134,7 +151,12 @@ impl RoomTask {
             }
             RoomCommand::Mute { id, track, muted } => {
                 match self.state.set_muted(&id, &track, muted) {
-                    Ok(effects) => self.apply(effects),
+                    Ok(effects) => {
+                        if let Some(uptrack) = self.uptracks.get(&track) {
+                            uptrack.set_muted(muted);
+                        }
+                        self.apply(effects);
+                    }
                     Err(e) => self.send(&id, ServerMessage::error(e.code(), e.to_string())),
                 }
             }
@@ -150,6 +172,7 @@ impl RoomTask {
             room: self.tx.clone(),
             signal: signal.clone(),
             stats: self.shared.stats.clone(),
+            speakers: self.speakers.clone(),
         });
         // `joined` goes out before anything the effects send to the newcomer.
         let _ = signal.try_send(ServerMessage::Joined {
@@ -178,6 +201,10 @@ impl RoomTask {
             return;
         };
         let _ = member.actor.send(ParticipantCommand::Close);
+        self.speakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         self.uptracks.retain(|_, u| &u.publisher != id);
         let effects = self.state.leave(id);
         self.apply(effects);
@@ -190,6 +217,7 @@ impl RoomTask {
             kind: uptrack.kind,
             source,
             muted: false,
+            layers: uptrack.layers.clone(),
         };
         match self.state.publish(&id, track) {
             Ok(effects) => {
@@ -200,6 +228,31 @@ impl RoomTask {
                 tracing::info!(error = %e, "track refused");
                 self.send(&id, ServerMessage::error(e.code(), e.to_string()));
             }
+        }
+    }
+
+    fn poll_speakers(&mut self) {
+        let changed = self
+            .speakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .poll(std::time::Instant::now());
+        let Some(list) = changed else { return };
+        let speakers: Vec<ActiveSpeaker> = list
+            .into_iter()
+            .map(|s| ActiveSpeaker {
+                participant_id: s.key.to_string(),
+                level: s.level,
+            })
+            .collect();
+        let ids: Vec<ParticipantId> = self.members.keys().cloned().collect();
+        for id in ids {
+            self.send(
+                &id,
+                ServerMessage::ActiveSpeakers {
+                    speakers: speakers.clone(),
+                },
+            );
         }
     }
 

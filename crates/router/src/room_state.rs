@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use switchyard_signal::{
-    ParticipantInfo, RemoteParticipant, ServerMessage, TrackInfo, TrackKind, TrackSource,
+    LayerInfo, ParticipantInfo, RemoteParticipant, ServerMessage, TrackInfo, TrackKind, TrackSource,
 };
 
 use crate::error::{Result, RouterError};
@@ -21,6 +21,8 @@ pub struct PublishedTrack {
     pub kind: TrackKind,
     pub source: TrackSource,
     pub muted: bool,
+    /// Simulcast layers, lowest first (empty without simulcast).
+    pub layers: Vec<LayerInfo>,
 }
 
 impl PublishedTrack {
@@ -30,6 +32,7 @@ impl PublishedTrack {
             kind: self.kind,
             source: self.source,
             muted: self.muted,
+            layers: self.layers.clone(),
         }
     }
 }
@@ -300,6 +303,7 @@ mod tests {
             kind: TrackKind::Video,
             source: TrackSource::Camera,
             muted: false,
+            layers: Vec::new(),
         }
     }
 

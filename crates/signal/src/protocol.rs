@@ -62,6 +62,37 @@ pub struct TrackInfo {
     pub kind: TrackKind,
     pub source: TrackSource,
     pub muted: bool,
+    /// The simulcast layers the publisher sends, lowest first; empty for a track without
+    /// simulcast (audio, or video sent as one encoding).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerInfo>,
+}
+
+/// A quality a subscriber can ask for, and the name of each simulcast layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    Low,
+    Medium,
+    High,
+    /// Forward nothing of this track.
+    Off,
+}
+
+/// One simulcast layer of a published track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub quality: Quality,
+    /// The publisher's RTP stream id for it (`q`, `h`, `f` from the web client).
+    pub rid: String,
+}
+
+/// An active speaker, loudest first in `active_speakers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveSpeaker {
+    pub participant_id: String,
+    /// 0.0 (silent) to 1.0 (loudest), over the last few hundred milliseconds.
+    pub level: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +153,18 @@ pub enum ClientMessage {
         track_id: String,
         muted: bool,
     },
+    /// What the subscriber wants of a track it receives: a `quality`, or the size of the
+    /// tile it is shown in (`width`, `height`: the router picks the smallest layer that
+    /// covers it). Exactly one of the two forms.
+    UpdateSubscription {
+        track_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quality: Option<Quality>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        height: Option<u32>,
+    },
     Leave {},
     Ping {},
 }
@@ -135,6 +178,7 @@ impl ClientMessage {
             ClientMessage::SubscribeAnswer { .. } => "subscribe_answer",
             ClientMessage::Candidate { .. } => "candidate",
             ClientMessage::Mute { .. } => "mute",
+            ClientMessage::UpdateSubscription { .. } => "update_subscription",
             ClientMessage::Leave {} => "leave",
             ClientMessage::Ping {} => "ping",
         }
@@ -142,7 +186,7 @@ impl ClientMessage {
 }
 
 /// Messages from the server to the client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     Joined {
@@ -179,6 +223,10 @@ pub enum ServerMessage {
         participant_id: String,
         track_id: String,
         muted: bool,
+    },
+    /// Who is speaking now, loudest first; sent when the set or order changes.
+    ActiveSpeakers {
+        speakers: Vec<ActiveSpeaker>,
     },
     Error {
         code: ErrorCode,
@@ -256,6 +304,16 @@ mod tests {
             kind: TrackKind::Video,
             source: TrackSource::Camera,
             muted: false,
+            layers: vec![
+                LayerInfo {
+                    quality: Quality::Low,
+                    rid: "q".into(),
+                },
+                LayerInfo {
+                    quality: Quality::High,
+                    rid: "f".into(),
+                },
+            ],
         }
     }
 
@@ -299,6 +357,18 @@ mod tests {
             ClientMessage::Mute {
                 track_id: "t1".into(),
                 muted: true,
+            },
+            ClientMessage::UpdateSubscription {
+                track_id: "t1".into(),
+                quality: Some(Quality::Off),
+                width: None,
+                height: None,
+            },
+            ClientMessage::UpdateSubscription {
+                track_id: "t1".into(),
+                quality: None,
+                width: Some(320),
+                height: Some(180),
             },
             ClientMessage::Leave {},
             ClientMessage::Ping {},
@@ -347,6 +417,12 @@ mod tests {
                 participant_id: "PA_1".into(),
                 track_id: "t1".into(),
                 muted: true,
+            },
+            ServerMessage::ActiveSpeakers {
+                speakers: vec![ActiveSpeaker {
+                    participant_id: "PA_1".into(),
+                    level: 0.5,
+                }],
             },
             ServerMessage::error(ErrorCode::BadRequest, "nope"),
             ServerMessage::Pong {},

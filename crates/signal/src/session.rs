@@ -67,6 +67,7 @@ const CLIENT_TYPES: &[&str] = &[
     "subscribe_answer",
     "candidate",
     "mute",
+    "update_subscription",
     "leave",
     "ping",
 ];
@@ -87,6 +88,14 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, SignalError> {
         type_name,
         detail: e.to_string(),
     })
+}
+
+/// `update_subscription` names a quality, or a tile size, never both nor half a size.
+fn one_subscription_form(quality: bool, width: bool, height: bool) -> bool {
+    match quality {
+        true => !width && !height,
+        false => width && height,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +164,20 @@ impl Session {
             }
             (m, Phase::AwaitingJoin | Phase::Left) => {
                 Inbound::Reject(SignalError::NotJoined(m.type_name()))
+            }
+            (
+                ClientMessage::UpdateSubscription {
+                    quality,
+                    width,
+                    height,
+                    ..
+                },
+                Phase::Joined,
+            ) if !one_subscription_form(quality.is_some(), width.is_some(), height.is_some()) => {
+                Inbound::Reject(SignalError::InvalidField {
+                    type_name: "update_subscription".into(),
+                    detail: "give either `quality` or both `width` and `height`".into(),
+                })
             }
             (ClientMessage::Leave {}, Phase::Joined) => {
                 self.phase = Phase::Left;
@@ -270,6 +293,31 @@ mod tests {
         let (code, _) =
             rejected_code(s.handle_text(r#"{"type":"mute","track_id":"t","muted":true}"#));
         assert_eq!(code, ErrorCode::NotJoined);
+    }
+
+    #[test]
+    fn update_subscription_takes_one_form() {
+        let mut s = session();
+        s.handle_text(r#"{"type":"join","room":"r","name":"Ann"}"#);
+        s.joined();
+        for ok in [
+            r#"{"type":"update_subscription","track_id":"t","quality":"low"}"#,
+            r#"{"type":"update_subscription","track_id":"t","width":320,"height":180}"#,
+        ] {
+            assert!(matches!(s.handle_text(ok), Inbound::Message(_)), "{ok}");
+        }
+        for bad in [
+            r#"{"type":"update_subscription","track_id":"t"}"#,
+            r#"{"type":"update_subscription","track_id":"t","width":320}"#,
+            r#"{"type":"update_subscription","track_id":"t","quality":"low","width":1,"height":1}"#,
+            r#"{"type":"update_subscription","track_id":"t","quality":"ultra"}"#,
+        ] {
+            assert_eq!(
+                rejected_code(s.handle_text(bad)).0,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

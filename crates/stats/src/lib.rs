@@ -29,22 +29,49 @@ impl PacketCounter {
     }
 }
 
-/// Why the router did not forward a packet to a subscriber.
+/// Why the router did not forward a packet to a subscriber (or at all).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
     /// The subscriber's queue was full: its connection could not keep up.
     QueueFull,
     /// The subscriber's connection refused the write (closed, or not yet negotiated).
     WriteFailed,
+    /// The subscriber asked for nothing of the track (`off`).
+    Paused,
+    /// A simulcast layer the subscriber is not on.
+    OtherLayer,
+    /// The target layer's packets before its first keyframe.
+    WaitingForKeyframe,
+    /// Padding only (bandwidth probing).
+    Padding,
+    /// Too late to place in the subscriber's stream.
+    TooLate,
+    /// An upstream retransmission of a packet already received.
+    Duplicate,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 2] = [DropReason::QueueFull, DropReason::WriteFailed];
+    pub const ALL: [DropReason; 8] = [
+        DropReason::QueueFull,
+        DropReason::WriteFailed,
+        DropReason::Paused,
+        DropReason::OtherLayer,
+        DropReason::WaitingForKeyframe,
+        DropReason::Padding,
+        DropReason::TooLate,
+        DropReason::Duplicate,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::QueueFull => "queue_full",
             DropReason::WriteFailed => "write_failed",
+            DropReason::Paused => "paused",
+            DropReason::OtherLayer => "other_layer",
+            DropReason::WaitingForKeyframe => "waiting_for_keyframe",
+            DropReason::Padding => "padding",
+            DropReason::TooLate => "too_late",
+            DropReason::Duplicate => "duplicate",
         }
     }
 }
@@ -58,7 +85,14 @@ pub struct DropCounters {
 impl DropCounters {
     #[inline]
     pub fn add(&self, reason: DropReason) {
-        self.by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.add_n(reason, 1);
+    }
+
+    #[inline]
+    pub fn add_n(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.by_reason[reason as usize].fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub fn get(&self, reason: DropReason) -> u64 {
@@ -108,6 +142,8 @@ pub struct MediaStats {
     pub keyframe_requests_sent: AtomicU64,
     /// PLI/FIR received from subscribers.
     pub keyframe_requests_received: AtomicU64,
+    /// Packets resent to subscribers from the router's cache after a NACK.
+    pub retransmissions_sent: AtomicU64,
 }
 
 impl MediaStats {

@@ -153,6 +153,26 @@ impl Forwarder {
         self.munger.highest_out_seq()
     }
 
+    /// The rewrite for a packet resent after a NACK: exactly as when first sent.
+    pub fn retransmit(
+        &mut self,
+        layer: Layer,
+        seq: u64,
+        ts: u64,
+        vp8: Option<&Vp8Descriptor>,
+    ) -> Option<Forward> {
+        let out = self.munger.munge(layer, seq, ts)?;
+        let vp8 = vp8
+            .filter(|_| self.current == Some(layer))
+            .map(|d| self.vp8.process(d, false));
+        Some(Forward {
+            seq: out.seq,
+            ts: out.ts,
+            vp8,
+            switched: false,
+        })
+    }
+
     fn retarget(&mut self) {
         let target = pick(self.desired, self.available);
         if target != self.target {

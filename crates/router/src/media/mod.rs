@@ -5,6 +5,7 @@
 //! - [`seq`]: 16-bit sequence numbers and 32-bit timestamps extended to 64 bits.
 //! - [`munger`]: per-subscriber rewriting of sequence numbers and timestamps so the
 //!   outgoing stream stays continuous across layer switches and drops.
+//! - [`codec`]: where each codec's keyframes start.
 //! - [`vp8`]: the VP8 payload descriptor: keyframes, PictureID / TL0PICIDX rewriting.
 //! - [`cache`]: per-layer packet cache that answers subscribers' NACKs.
 //! - [`layers`]: which simulcast layer a subscriber should receive.
@@ -12,6 +13,7 @@
 //! - [`speaker`]: active-speaker detection from the audio-level header extension.
 
 pub mod cache;
+pub mod codec;
 pub mod forwarder;
 pub mod layers;
 pub mod munger;

@@ -70,6 +70,13 @@ pub fn wire_ts(ext: u64) -> u32 {
     ext as u32
 }
 
+/// Extends a 16-bit sequence number known to be at or before `highest` (a NACKed one:
+/// receivers only NACK what they expected already).
+pub fn extend_back(highest: u64, wire: u16) -> u64 {
+    let back = (highest as u16).wrapping_sub(wire) as u64;
+    highest.saturating_sub(back)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +130,17 @@ mod tests {
             late > first && late < after,
             "a late timestamp lands between"
         );
+    }
+
+    #[test]
+    fn nacked_numbers_extend_backwards() {
+        assert_eq!(extend_back(65536 * 2 + 5, 3), 65536 * 2 + 3);
+        assert_eq!(
+            extend_back(65536 * 2 + 5, 65530),
+            65536 + 65530,
+            "across the wrap"
+        );
+        assert_eq!(extend_back(100, 100), 100);
     }
 
     #[test]

@@ -17,7 +17,6 @@ use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
 use webrtc::ice::udp_network::UDPNetwork;
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
 use webrtc::interceptor::nack::generator::Generator;
-use webrtc::interceptor::nack::responder::Responder;
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -41,7 +40,8 @@ pub struct RtcSettings {
     pub subscriber_queue_packets: usize,
     /// Minimum time between two keyframe requests sent to one publisher's track.
     pub keyframe_request_interval: Duration,
-    /// Packets kept per outgoing video stream to answer NACKs (a power of two).
+    /// Packets kept per published layer to answer subscribers' NACKs (rounded up to a
+    /// power of two).
     pub nack_buffer_packets: u16,
 }
 
@@ -159,14 +159,13 @@ fn media_engine() -> Result<MediaEngine> {
     Ok(m)
 }
 
-/// NACK generation towards publishers and answering subscribers' NACKs from a bounded
-/// per-stream buffer, RTCP reports, and TWCC feedback to publishers. Built by hand rather
-/// than `register_default_interceptors` to bound the NACK buffer (its default keeps 8192
-/// packets per outgoing stream, about 10 MB of video for every subscriber).
-fn interceptors(media: &mut MediaEngine, nack_buffer_packets: u16) -> Result<Registry> {
+/// NACK generation towards publishers, RTCP reports, and TWCC feedback to publishers.
+/// Built by hand rather than `register_default_interceptors`: subscribers' NACKs are
+/// answered by the router from one cache per published layer, so webrtc-rs's responder
+/// (a buffer of 8192 packets per outgoing stream, about 10 MB of video for every
+/// subscriber) is left out.
+fn interceptors(media: &mut MediaEngine) -> Result<Registry> {
     let mut registry = Registry::new();
-    let log2 = (nack_buffer_packets.max(64).next_power_of_two()).trailing_zeros() as u8;
-    registry.add(Box::new(Responder::builder().with_log2_size(log2)));
     registry.add(Box::new(Generator::builder()));
     registry = configure_rtcp_reports(registry);
     registry = configure_twcc_receiver_only(registry, media)?;
@@ -204,7 +203,7 @@ impl RtcEngine {
         }
 
         let mut media = media_engine()?;
-        let registry = interceptors(&mut media, settings.nack_buffer_packets)?;
+        let registry = interceptors(&mut media)?;
         let api = APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)

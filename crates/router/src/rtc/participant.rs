@@ -17,20 +17,21 @@ use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
-use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_remote::TrackRemote;
 
 use switchyard_signal::{
-    ClientMessage, ErrorCode, IceCandidate, PublishedTrackMeta, ServerMessage, Target, TrackKind,
-    TrackSource,
+    ClientMessage, ErrorCode, IceCandidate, LayerInfo, PublishedTrackMeta, Quality, ServerMessage,
+    Target, TrackKind, TrackSource,
 };
 use switchyard_stats::{Live, LiveGuard, MediaStats};
 
-use super::downtrack::DownTrack;
+use super::downtrack::{DownTrack, DownTrackLocal};
 use super::engine::RtcEngine;
-use super::uptrack::UpTrack;
+use super::uptrack::{Speakers, UpTrack, UpTrackConfig};
 use crate::error::{Result, RouterError};
 use crate::ids::{ParticipantId, TrackId};
+use crate::media::layers::layer_for_rid;
+use crate::media::speaker::AUDIO_LEVEL_URI;
 use crate::room::{RoomCommand, RoomTx};
 use crate::SignalTx;
 
@@ -59,6 +60,7 @@ pub(crate) struct ParticipantContext {
     pub room: RoomTx,
     pub signal: SignalTx,
     pub stats: Arc<MediaStats>,
+    pub speakers: Speakers,
 }
 
 /// Starts the participant's task; it creates both peer connections before handling any
@@ -89,15 +91,18 @@ struct Participant {
     subscriber_sdp_sent: Arc<AtomicBool>,
     /// Sources the client declared in `publish_offer`, by track id.
     declared_sources: HashMap<String, TrackSource>,
+    /// What this participant publishes, by the track id of its msid (simulcast layers
+    /// arrive as separate remote tracks of one id).
+    published: HashMap<String, Arc<UpTrack>>,
     downtracks: HashMap<TrackId, DownTrack>,
     /// A `subscribe_offer` is out and its answer has not come back.
     awaiting_answer: bool,
     /// The set of downtracks changed since the last offer.
     needs_offer: bool,
-    /// Video subscribed since the last offer was made: not in any offer yet.
-    keyframe_after_next_offer: Vec<Arc<UpTrack>>,
-    /// Video in the offer that is out: each needs a keyframe once its answer binds it.
-    keyframe_after_answer: Vec<Arc<UpTrack>>,
+    /// Subscribed since the last offer was made: not in any offer yet.
+    activate_after_next_offer: Vec<TrackId>,
+    /// In the offer that is out: forwarding starts once its answer binds them.
+    activate_after_answer: Vec<TrackId>,
     /// Client candidates that arrived before the description they belong to.
     early_candidates: HashMap<Target, Vec<RTCIceCandidateInit>>,
     _live: LiveGuard,
@@ -142,11 +147,12 @@ impl Participant {
                 publisher_sdp_sent,
                 subscriber_sdp_sent,
                 declared_sources: HashMap::new(),
+                published: HashMap::new(),
                 downtracks: HashMap::new(),
                 awaiting_answer: false,
                 needs_offer: false,
-                keyframe_after_next_offer: Vec::new(),
-                keyframe_after_answer: Vec::new(),
+                activate_after_next_offer: Vec::new(),
+                activate_after_answer: Vec::new(),
                 early_candidates: HashMap::new(),
                 _live: ctx.stats.live_guard(Live::Participants),
                 ctx,
@@ -167,7 +173,7 @@ impl Participant {
                     Some(command) => self.handle(command).await,
                 },
                 Some(event) = events.recv() => match event {
-                    PeerEvent::PublisherTrack(track) => self.on_publisher_track(track),
+                    PeerEvent::PublisherTrack(track) => self.on_publisher_track(track).await,
                 },
             }
             if let Err(e) = self.negotiate_subscriber().await {
@@ -199,6 +205,12 @@ impl Participant {
             ParticipantCommand::Signal(ClientMessage::Candidate { target, candidate }) => {
                 self.on_candidate(target, candidate).await
             }
+            ParticipantCommand::Signal(ClientMessage::UpdateSubscription {
+                track_id,
+                quality,
+                width,
+                height,
+            }) => self.update_subscription(track_id, quality, width.zip(height)),
             ParticipantCommand::Signal(other) => {
                 tracing::warn!(message = other.type_name(), "not for the participant task");
                 Ok(())
@@ -251,9 +263,11 @@ impl Participant {
             .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
         self.awaiting_answer = false;
         self.flush_early_candidates(Target::Subscriber).await;
-        // The senders are bound now: a keyframe sent from here on reaches this subscriber.
-        for uptrack in self.keyframe_after_answer.drain(..) {
-            uptrack.request_keyframe();
+        // The senders are bound now: what is forwarded from here on reaches the subscriber.
+        for track in std::mem::take(&mut self.activate_after_answer) {
+            if let Some(downtrack) = self.downtracks.get_mut(&track) {
+                downtrack.activate(&self.ctx.id);
+            }
         }
         Ok(())
     }
@@ -300,10 +314,33 @@ impl Participant {
         }
     }
 
-    fn on_publisher_track(&mut self, remote: Arc<TrackRemote>) {
+    async fn on_publisher_track(&mut self, remote: Arc<TrackRemote>) {
         let mut raw_id = remote.id();
         if raw_id.is_empty() {
             raw_id = format!("{}-{}", remote.kind(), remote.ssrc());
+        }
+        let Some(layer) = layer_for_rid(remote.rid()) else {
+            tracing::warn!(track = %raw_id, rid = remote.rid(), "unknown simulcast rid; ignored");
+            return;
+        };
+        let audio_level_ext = remote
+            .params()
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == AUDIO_LEVEL_URI)
+            .map(|e| e.id as u8);
+        let room = self.ctx.room.clone();
+        let publisher = self.ctx.id.clone();
+        let on_end = move |track| {
+            let _ = room.send(RoomCommand::TrackEnded {
+                id: publisher,
+                track,
+            });
+        };
+        if let Some(uptrack) = self.published.get(&raw_id) {
+            tracing::info!(track = %raw_id, layer, "simulcast layer arrived");
+            uptrack.add_layer(remote, layer, audio_level_ext, on_end);
+            return;
         }
         let kind = match remote.kind() {
             webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Audio => TrackKind::Audio,
@@ -314,24 +351,28 @@ impl Participant {
             .get(&raw_id)
             .copied()
             .unwrap_or_else(|| TrackSource::default_for(kind));
+        let layers = match self.publisher.remote_description().await {
+            Some(offer) => simulcast_layers(&offer.sdp, &raw_id),
+            None => Vec::new(),
+        };
         let id = TrackId::new(&raw_id);
-        tracing::info!(track = %id, ?kind, codec = %remote.codec().capability.mime_type, "publishing");
-        let room = self.ctx.room.clone();
-        let publisher = self.ctx.id.clone();
-        let uptrack = UpTrack::start(
+        tracing::info!(track = %id, ?kind, layers = layers.len(), codec = %remote.codec().capability.mime_type, "publishing");
+        let settings = self.ctx.engine.settings();
+        let uptrack = UpTrack::new(
             id,
             self.ctx.id.clone(),
-            remote,
+            &remote,
+            layers,
             Arc::downgrade(&self.publisher),
-            self.ctx.engine.settings().keyframe_request_interval,
-            self.ctx.stats.clone(),
-            move |track| {
-                let _ = room.send(RoomCommand::TrackEnded {
-                    id: publisher,
-                    track,
-                });
+            UpTrackConfig {
+                cache_packets: settings.nack_buffer_packets as usize,
+                keyframe_interval: settings.keyframe_request_interval,
+                speakers: Some(self.ctx.speakers.clone()),
+                stats: self.ctx.stats.clone(),
             },
         );
+        uptrack.add_layer(remote, layer, audio_level_ext, on_end);
+        self.published.insert(raw_id, uptrack.clone());
         let _ = self.ctx.room.send(RoomCommand::TrackPublished {
             id: self.ctx.id.clone(),
             uptrack,
@@ -339,12 +380,36 @@ impl Participant {
         });
     }
 
+    fn update_subscription(
+        &mut self,
+        track_id: String,
+        quality: Option<Quality>,
+        size: Option<(u32, u32)>,
+    ) -> Result<()> {
+        let downtrack = self
+            .downtracks
+            .get(&TrackId::new(&track_id))
+            .ok_or_else(|| RouterError::UnknownTrack(track_id.clone()))?;
+        let found = match (quality, size) {
+            (Some(quality), _) => downtrack.uptrack.set_quality(&self.ctx.id, quality),
+            (None, Some((width, height))) => {
+                downtrack.uptrack.set_tile_size(&self.ctx.id, width, height)
+            }
+            (None, None) => true,
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(RouterError::UnknownTrack(track_id))
+        }
+    }
+
     async fn subscribe(&mut self, uptrack: Arc<UpTrack>) -> Result<()> {
         if self.downtracks.contains_key(&uptrack.id) {
             return Ok(());
         }
         // msid = "<publisher participant id> <track id>": how clients map what they receive.
-        let local = Arc::new(TrackLocalStaticRTP::new(
+        let local = Arc::new(DownTrackLocal::new(
             uptrack.codec.clone(),
             uptrack.id.to_string(),
             uptrack.publisher.to_string(),
@@ -360,17 +425,15 @@ impl Participant {
             )
             .await?;
         let sender = transceiver.sender().await;
-        let (downtrack, queue) = DownTrack::start(
+        let downtrack = DownTrack::start(
             uptrack.clone(),
+            self.ctx.id.clone(),
             local,
             sender,
             self.ctx.engine.settings().subscriber_queue_packets,
             self.ctx.stats.clone(),
         );
-        uptrack.add_sink(self.ctx.id.clone(), queue);
-        if uptrack.kind == TrackKind::Video {
-            self.keyframe_after_next_offer.push(uptrack.clone());
-        }
+        self.activate_after_next_offer.push(uptrack.id.clone());
         self.downtracks.insert(uptrack.id.clone(), downtrack);
         self.needs_offer = true;
         Ok(())
@@ -380,11 +443,10 @@ impl Participant {
         let Some(downtrack) = self.downtracks.remove(track) else {
             return Ok(());
         };
-        downtrack.uptrack.remove_sink(&self.ctx.id);
-        self.keyframe_after_next_offer.retain(|u| &u.id != track);
-        self.keyframe_after_answer.retain(|u| &u.id != track);
+        self.activate_after_next_offer.retain(|t| t != track);
+        self.activate_after_answer.retain(|t| t != track);
         let sender = downtrack.sender.clone();
-        downtrack.stop();
+        downtrack.stop(&self.ctx.id);
         self.subscriber.remove_track(&sender).await?;
         self.needs_offer = true;
         Ok(())
@@ -402,16 +464,15 @@ impl Participant {
         self.subscriber_sdp_sent.store(true, Ordering::Relaxed);
         self.awaiting_answer = true;
         // Only tracks in this offer get bound by its answer; later ones wait for theirs.
-        self.keyframe_after_answer
-            .append(&mut self.keyframe_after_next_offer);
+        self.activate_after_answer
+            .append(&mut self.activate_after_next_offer);
         self.send(ServerMessage::SubscribeOffer { sdp });
         Ok(())
     }
 
     async fn close(mut self) {
         for (_, downtrack) in self.downtracks.drain() {
-            downtrack.uptrack.remove_sink(&self.ctx.id);
-            downtrack.stop();
+            downtrack.stop(&self.ctx.id);
         }
         for pc in [&self.publisher, &self.subscriber] {
             if let Err(e) = pc.close().await {
@@ -420,6 +481,41 @@ impl Participant {
         }
         tracing::info!("participant closed");
     }
+}
+
+/// The simulcast layers the publisher's offer declares for the track whose msid track id is
+/// `track_id`: its `a=rid:<rid> send` lines, lowest first.
+fn simulcast_layers(sdp: &str, track_id: &str) -> Vec<LayerInfo> {
+    let mut layers = Vec::new();
+    for section in sdp.split("\nm=").skip(1) {
+        let lines = || section.lines().map(str::trim);
+        let ours = lines().any(|l| {
+            l.strip_prefix("a=msid:")
+                .and_then(|m| m.split_whitespace().nth(1))
+                .is_some_and(|t| t == track_id)
+        });
+        if !ours {
+            continue;
+        }
+        for rid in lines().filter_map(|l| l.strip_prefix("a=rid:")) {
+            let mut parts = rid.split_whitespace();
+            let (Some(rid), Some("send")) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if let Some(layer) = layer_for_rid(rid) {
+                let quality = [Quality::Low, Quality::Medium, Quality::High][layer as usize];
+                layers.push((
+                    layer,
+                    LayerInfo {
+                        quality,
+                        rid: rid.to_owned(),
+                    },
+                ));
+            }
+        }
+    }
+    layers.sort_by_key(|(layer, _)| *layer);
+    layers.into_iter().map(|(_, info)| info).collect()
 }
 
 async fn set_local_and_gather(
@@ -470,4 +566,29 @@ fn watch_connection(
         }
         Box::pin(async {})
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulcast_layers_from_an_offer() {
+        let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:s mic\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:s cam\r\n\
+                   a=rid:f send\r\na=rid:q send\r\na=rid:h send\r\na=simulcast:send q;h;f\r\n";
+        let layers = simulcast_layers(sdp, "cam");
+        let rids: Vec<_> = layers.iter().map(|l| (l.rid.as_str(), l.quality)).collect();
+        assert_eq!(
+            rids,
+            vec![
+                ("q", Quality::Low),
+                ("h", Quality::Medium),
+                ("f", Quality::High)
+            ]
+        );
+        assert!(simulcast_layers(sdp, "mic").is_empty());
+        assert!(simulcast_layers(sdp, "nope").is_empty());
+    }
 }

@@ -1,11 +1,13 @@
-//! A published track as received from its publisher: reads its RTP once and fans each
-//! packet out to every subscriber's downtrack queue.
+//! A published track as received from its publisher: one reader per simulcast layer, all
+//! feeding the track's [`TrackCore`], which decides for every subscriber.
 //!
-//! Per packet the work shared by all subscribers (parsing, stripping the publisher's
-//! header-extension ids, counting) happens once; per subscriber it is one reference-count
-//! increment and a non-blocking queue push. A full queue drops for that subscriber alone.
+//! Per packet, work shared by all subscribers happens once here (parsing, keyframe
+//! detection, the audio level, stripping the publisher's header-extension ids); per
+//! subscriber it is the forwarder's decision and a non-blocking queue push. The core's
+//! mutex is held only for that synchronous step, never across an await.
 
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -16,112 +18,304 @@ use webrtc::rtp::packet::Packet;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::track::track_remote::TrackRemote;
 
-use switchyard_signal::TrackKind;
+use switchyard_signal::{LayerInfo, Quality, TrackKind};
 use switchyard_stats::{DropReason, Live, LiveGuard, MediaStats};
 
-use crate::fanout::Fanout;
 use crate::ids::{ParticipantId, TrackId};
 use crate::keyframe::{KeyframeDecision, KeyframeThrottle};
+use crate::media::codec::{is_keyframe_start, Codec};
+use crate::media::layers::{Layer, MAX_LAYERS};
+use crate::media::speaker::{parse_audio_level, ActiveSpeakerDetector};
+use crate::media::vp8;
+use crate::track::{Incoming, Outgoing, TrackCore, DROP_REASONS};
+
+/// The room's active-speaker detector, fed by its audio tracks.
+pub(crate) type Speakers = Arc<Mutex<ActiveSpeakerDetector<ParticipantId>>>;
+
+/// A layer with no packet for this long counts as stopped (the publisher dropped it).
+const LAYER_TIMEOUT: Duration = Duration::from_millis(1000);
 
 pub struct UpTrack {
     pub id: TrackId,
     pub publisher: ParticipantId,
     pub kind: TrackKind,
     pub codec: RTCRtpCodecCapability,
-    fanout: Fanout<Arc<Packet>>,
-    keyframe_requests: Option<mpsc::Sender<()>>,
+    codec_kind: Codec,
+    /// Simulcast layers the publisher declared, lowest first (empty without simulcast).
+    pub layers: Vec<LayerInfo>,
+    core: Mutex<TrackCore<Arc<Packet>>>,
+    ssrcs: Arc<[AtomicU32; MAX_LAYERS]>,
+    keyframe_requests: Option<mpsc::Sender<Layer>>,
+    muted: AtomicBool,
+    ended: AtomicBool,
+    speakers: Option<Speakers>,
     stats: Arc<MediaStats>,
     _live: LiveGuard,
 }
 
+pub(crate) struct UpTrackConfig {
+    pub cache_packets: usize,
+    pub keyframe_interval: Duration,
+    /// The room's detector, fed by audio tracks.
+    pub speakers: Option<Speakers>,
+    pub stats: Arc<MediaStats>,
+}
+
 impl UpTrack {
-    /// Starts reading `remote` and, for video, the task that sends throttled PLIs to
-    /// `publisher_pc`. `on_end` runs once the track stops (its connection closed).
-    pub(crate) fn start(
+    /// Creates the track from its first layer to arrive; add every layer (that one
+    /// included) with [`UpTrack::add_layer`].
+    pub(crate) fn new(
         id: TrackId,
         publisher: ParticipantId,
-        remote: Arc<TrackRemote>,
+        first: &TrackRemote,
+        layers: Vec<LayerInfo>,
         publisher_pc: Weak<RTCPeerConnection>,
-        keyframe_interval: Duration,
-        stats: Arc<MediaStats>,
-        on_end: impl FnOnce(TrackId) + Send + 'static,
+        config: UpTrackConfig,
     ) -> Arc<UpTrack> {
-        let kind = match remote.kind() {
-            webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Audio => TrackKind::Audio,
-            _ => TrackKind::Video,
+        let UpTrackConfig {
+            cache_packets,
+            keyframe_interval,
+            speakers,
+            stats,
+        } = config;
+        let codec = first.codec().capability;
+        let codec_kind = Codec::from_mime(&codec.mime_type);
+        let kind = if codec.mime_type.to_ascii_lowercase().starts_with("audio/") {
+            TrackKind::Audio
+        } else {
+            TrackKind::Video
         };
+        let ssrcs: Arc<[AtomicU32; MAX_LAYERS]> =
+            Arc::new(std::array::from_fn(|_| AtomicU32::new(0)));
         let keyframe_requests = (kind == TrackKind::Video).then(|| {
-            let (tx, rx) = mpsc::channel(8);
+            let (tx, rx) = mpsc::channel(16);
             tokio::spawn(request_keyframes(
                 publisher_pc,
-                remote.ssrc(),
+                ssrcs.clone(),
                 rx,
                 keyframe_interval,
                 stats.clone(),
             ));
             tx
         });
-        let up = Arc::new(UpTrack {
-            id: id.clone(),
+        Arc::new(UpTrack {
+            id,
             publisher,
             kind,
-            codec: remote.codec().capability,
-            fanout: Fanout::default(),
+            core: Mutex::new(TrackCore::new(
+                codec.clock_rate,
+                cache_packets,
+                LAYER_TIMEOUT,
+            )),
+            codec,
+            codec_kind,
+            layers,
+            ssrcs,
             keyframe_requests,
+            muted: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            speakers: speakers.filter(|_| kind == TrackKind::Audio),
             _live: stats.live_guard(Live::UpTracks),
             stats,
-        });
-        let reader = up.clone();
-        tokio::spawn(async move {
-            reader.read_loop(remote).await;
-            on_end(id);
-        });
-        up
+        })
     }
 
-    async fn read_loop(&self, remote: Arc<TrackRemote>) {
+    /// Starts reading one layer. `audio_level_ext` is the id the publisher negotiated for
+    /// the audio-level header extension. `on_end` runs once, when the track stops.
+    pub(crate) fn add_layer(
+        self: &Arc<Self>,
+        remote: Arc<TrackRemote>,
+        layer: Layer,
+        audio_level_ext: Option<u8>,
+        on_end: impl FnOnce(TrackId) + Send + 'static,
+    ) {
+        self.ssrcs[layer as usize].store(remote.ssrc(), Ordering::Relaxed);
+        let track = self.clone();
+        tokio::spawn(async move {
+            track.read_loop(remote, layer, audio_level_ext).await;
+            if !track.ended.swap(true, Ordering::Relaxed) {
+                on_end(track.id.clone());
+            }
+        });
+    }
+
+    fn core(&self) -> MutexGuard<'_, TrackCore<Arc<Packet>>> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn read_loop(&self, remote: Arc<TrackRemote>, layer: Layer, audio_level_ext: Option<u8>) {
         let mut buf = vec![0u8; 1500];
         loop {
             let mut packet = match remote.read(&mut buf).await {
                 Ok((packet, _)) => packet,
                 Err(e) => {
-                    tracing::info!(track = %self.id, error = %e, "uptrack ended");
+                    tracing::info!(track = %self.id, layer, error = %e, "uptrack ended");
                     return;
                 }
             };
+            let now = Instant::now().into_std();
             self.stats.received.add(packet.payload.len());
+            if let (Some(speakers), Some(ext)) = (&self.speakers, audio_level_ext) {
+                if !self.muted.load(Ordering::Relaxed) {
+                    if let Some(level) = packet
+                        .header
+                        .get_extension(ext)
+                        .and_then(|p| parse_audio_level(&p))
+                    {
+                        speakers.lock().unwrap_or_else(|e| e.into_inner()).observe(
+                            &self.publisher,
+                            level,
+                            now,
+                        );
+                    }
+                }
+            }
             // Extension ids are negotiated per connection: the publisher's mean nothing to
             // a subscriber. The downtrack writes the subscriber's own.
             strip_header_extensions(&mut packet.header);
-            self.fan_out(Arc::new(packet));
+
+            let vp8 = match self.codec_kind {
+                Codec::Vp8 => vp8::parse(&packet.payload).ok(),
+                _ => None,
+            };
+            let keyframe_start = match &vp8 {
+                Some(d) => d.is_keyframe,
+                None => {
+                    !packet.payload.is_empty()
+                        && is_keyframe_start(self.codec_kind, &packet.payload)
+                }
+            };
+            let dimensions = vp8
+                .as_ref()
+                .filter(|d| d.is_keyframe)
+                .and_then(|d| vp8_frame_size(&packet.payload[d.header_len..]));
+            let incoming = Incoming {
+                layer,
+                seq: packet.header.sequence_number,
+                ts: packet.header.timestamp,
+                keyframe_start,
+                padding_only: packet.payload.is_empty(),
+                vp8,
+                bytes: packet.payload.len(),
+                packet: Arc::new(packet),
+                now,
+            };
+            let outcome = {
+                let mut core = self.core();
+                if let Some((w, h)) = dimensions {
+                    core.set_dimensions(layer, w, h);
+                }
+                core.on_packet(incoming)
+            };
+            if outcome.duplicate {
+                self.stats.dropped.add(DropReason::Duplicate);
+            }
+            self.stats
+                .dropped
+                .add_n(DropReason::QueueFull, outcome.queue_full as u64);
+            for (reason, count) in DROP_REASONS.iter().zip(outcome.dropped) {
+                self.stats
+                    .dropped
+                    .add_n(stats_reason(*reason), count as u64);
+            }
+            if let Some(tx) = &self.keyframe_requests {
+                for layer in outcome.keyframe_requests.iter() {
+                    // A full queue already holds pending requests: nothing is lost.
+                    let _ = tx.try_send(layer);
+                }
+            }
         }
     }
 
-    fn fan_out(&self, packet: Arc<Packet>) {
-        for _ in 0..self.fanout.push(packet) {
-            self.stats.dropped.add(DropReason::QueueFull);
-        }
+    pub(crate) fn subscribe(
+        &self,
+        subscriber: ParticipantId,
+        queue: mpsc::Sender<Outgoing<Arc<Packet>>>,
+    ) {
+        // Until the subscriber says otherwise: the best layer there is.
+        let desired = Some((MAX_LAYERS - 1) as Layer);
+        self.core().subscribe(subscriber, queue, desired);
     }
 
-    pub(crate) fn add_sink(&self, subscriber: ParticipantId, queue: mpsc::Sender<Arc<Packet>>) {
-        self.fanout.add(subscriber, queue);
-    }
-
-    pub(crate) fn remove_sink(&self, subscriber: &ParticipantId) {
-        self.fanout.remove(subscriber);
+    pub(crate) fn unsubscribe(&self, subscriber: &ParticipantId) {
+        self.core().unsubscribe(subscriber);
     }
 
     pub fn subscriber_count(&self) -> usize {
-        self.fanout.len()
+        self.core().subscriber_count()
     }
 
-    /// Asks the publisher for a keyframe (throttled; a no-op for audio).
-    pub fn request_keyframe(&self) {
-        if let Some(tx) = &self.keyframe_requests {
-            // A full queue already holds a pending request: nothing is lost.
-            let _ = tx.try_send(());
+    /// Applies a subscriber's `update_subscription`; false if it is not subscribed.
+    pub(crate) fn set_quality(&self, subscriber: &ParticipantId, quality: Quality) -> bool {
+        let desired = match quality {
+            Quality::Low => Some(0),
+            Quality::Medium => Some(1),
+            Quality::High => Some(2),
+            Quality::Off => None,
+        };
+        self.core().set_desired(subscriber, desired)
+    }
+
+    pub(crate) fn set_tile_size(
+        &self,
+        subscriber: &ParticipantId,
+        width: u32,
+        height: u32,
+    ) -> bool {
+        let mut core = self.core();
+        let layer = core.layer_for_size(width, height);
+        core.set_desired(subscriber, Some(layer))
+    }
+
+    /// A subscriber NACKed these output sequence numbers: resend from the cache.
+    pub(crate) fn on_nack(&self, subscriber: &ParticipantId, lost: &[u16]) {
+        let resent = self.core().on_nack(subscriber, lost);
+        self.stats
+            .retransmissions_sent
+            .fetch_add(resent as u64, Ordering::Relaxed);
+    }
+
+    /// A subscriber's PLI/FIR: ask the publisher for a keyframe of the layer it receives.
+    pub(crate) fn request_keyframe_for(&self, subscriber: &ParticipantId) {
+        let layer = self.core().current_layer(subscriber);
+        if let (Some(tx), Some(layer)) = (&self.keyframe_requests, layer) {
+            let _ = tx.try_send(layer);
         }
     }
+
+    pub(crate) fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
+        if muted {
+            if let Some(speakers) = &self.speakers {
+                speakers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&self.publisher);
+            }
+        }
+    }
+}
+
+fn stats_reason(reason: crate::media::forwarder::DropReason) -> DropReason {
+    use crate::media::forwarder::DropReason as F;
+    match reason {
+        F::Paused => DropReason::Paused,
+        F::OtherLayer => DropReason::OtherLayer,
+        F::WaitingForKeyframe => DropReason::WaitingForKeyframe,
+        F::Padding => DropReason::Padding,
+        F::TooLate => DropReason::TooLate,
+    }
+}
+
+/// The frame size a VP8 keyframe declares (RFC 6386 9.1): after the 3-byte frame tag, the
+/// start code 9d 01 2a, then 14-bit width and height.
+fn vp8_frame_size(frame: &[u8]) -> Option<(u32, u32)> {
+    if frame.len() < 10 || frame[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff;
+    let height = u16::from_le_bytes([frame[8], frame[9]]) & 0x3fff;
+    (width > 0 && height > 0).then_some((width as u32, height as u32))
 }
 
 /// Removes every header extension. The parsed padding must go too: left behind, it would
@@ -133,47 +327,62 @@ fn strip_header_extensions(header: &mut webrtc::rtp::header::Header) {
     header.extensions_padding = 0;
 }
 
+/// Sends throttled PLIs to the publisher, per layer (each layer is its own SSRC).
 async fn request_keyframes(
     pc: Weak<RTCPeerConnection>,
-    media_ssrc: u32,
-    mut requests: mpsc::Receiver<()>,
+    ssrcs: Arc<[AtomicU32; MAX_LAYERS]>,
+    mut requests: mpsc::Receiver<Layer>,
     interval: Duration,
     stats: Arc<MediaStats>,
 ) {
-    let mut throttle = KeyframeThrottle::new(interval);
-    let mut due: Option<Instant> = None;
+    let mut throttles: [KeyframeThrottle; MAX_LAYERS] =
+        std::array::from_fn(|_| KeyframeThrottle::new(interval));
+    let mut due: [Option<Instant>; MAX_LAYERS] = [None; MAX_LAYERS];
     loop {
-        let send = tokio::select! {
+        let next_due = due.iter().flatten().min().copied();
+        let to_send: Vec<Layer> = tokio::select! {
             request = requests.recv() => match request {
                 None => return,
-                Some(()) => match throttle.request(Instant::now().into_std()) {
-                    KeyframeDecision::SendNow => true,
+                Some(layer) => match throttles[layer as usize].request(Instant::now().into_std()) {
+                    KeyframeDecision::SendNow => vec![layer],
                     KeyframeDecision::Deferred(at) => {
-                        due = Some(Instant::from_std(at));
-                        false
+                        due[layer as usize] = Some(Instant::from_std(at));
+                        vec![]
                     }
                 },
             },
-            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                due = None;
-                throttle.poll(Instant::now().into_std())
+            _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
+                let now = Instant::now();
+                (0..MAX_LAYERS as Layer)
+                    .filter(|&l| {
+                        let is_due = due[l as usize].is_some_and(|t| t <= now);
+                        if is_due {
+                            due[l as usize] = None;
+                        }
+                        is_due && throttles[l as usize].poll(now.into_std())
+                    })
+                    .collect()
             }
         };
-        if !send {
+        if to_send.is_empty() {
             continue;
         }
         let Some(pc) = pc.upgrade() else { return };
-        let pli = PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc,
-        };
-        match pc.write_rtcp(&[Box::new(pli)]).await {
-            Ok(_) => {
-                stats
-                    .keyframe_requests_sent
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for layer in to_send {
+            let media_ssrc = ssrcs[layer as usize].load(Ordering::Relaxed);
+            if media_ssrc == 0 {
+                continue;
             }
-            Err(e) => tracing::debug!(error = %e, "sending PLI"),
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            match pc.write_rtcp(&[Box::new(pli)]).await {
+                Ok(_) => {
+                    stats.keyframe_requests_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(error = %e, "sending PLI"),
+            }
         }
     }
 }
@@ -184,7 +393,7 @@ mod tests {
     use webrtc::rtp::packet::Packet;
     use webrtc::util::{Marshal, Unmarshal};
 
-    use super::strip_header_extensions;
+    use super::{strip_header_extensions, vp8_frame_size};
 
     /// Chrome's packets carry one-byte extensions with padding; after stripping and adding
     /// the subscriber's own (as the downtrack does), the packet must still parse.
@@ -216,5 +425,14 @@ mod tests {
         assert_eq!(back.payload, original.payload);
         assert_eq!(back.header.get_extension(1), Some(Bytes::from_static(b"0")));
         assert_eq!(back.header.get_extension(3), None);
+    }
+
+    #[test]
+    fn vp8_keyframe_size() {
+        // Frame tag (3 bytes), start code, 1280 x 720 (scale bits set, masked off).
+        let frame = [0x50, 0x2a, 0x01, 0x9d, 0x01, 0x2a, 0x00, 0x45, 0xd0, 0x02];
+        assert_eq!(vp8_frame_size(&frame), Some((1280, 720)));
+        assert_eq!(vp8_frame_size(&frame[..9]), None);
+        assert_eq!(vp8_frame_size(&[0; 10]), None);
     }
 }

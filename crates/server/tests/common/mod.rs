@@ -400,9 +400,9 @@ impl RtcClient {
         self.send(json!({"type": "publish_offer", "sdp": sdp}));
 
         self.tasks
-            .push(tokio::spawn(send_synthetic(audio, 111, 20, 160, false)));
+            .push(tokio::spawn(send_synthetic(audio, 20, 160, None)));
         self.tasks
-            .push(tokio::spawn(send_synthetic(video, 96, 33, 1000, true)));
+            .push(tokio::spawn(send_synthetic(video, 33, 1000, Some(codec))));
     }
 
     pub fn send(&self, value: Value) {
@@ -460,16 +460,16 @@ impl RtcClient {
 }
 
 /// Writes RTP at a steady rate: `size`-byte payloads every `interval_ms`. Video payloads
-/// start with a VP8 payload descriptor (S bit) and mark a keyframe every 60th frame.
+/// start the way their codec marks a keyframe (every 60th frame) or a delta frame, so the
+/// server's keyframe detection sees what a real encoder sends.
 async fn send_synthetic(
     track: Arc<TrackLocalStaticRTP>,
-    payload_type: u8,
     interval_ms: u64,
     size: usize,
-    vp8: bool,
+    video: Option<VideoCodec>,
 ) {
     let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
-    let clock_step = if vp8 {
+    let clock_step = if video.is_some() {
         90 * interval_ms as u32
     } else {
         48 * interval_ms as u32
@@ -478,16 +478,23 @@ async fn send_synthetic(
     let mut ts: u32 = 0;
     for frame in 0u64.. {
         ticker.tick().await;
+        let key = frame % 60 == 0;
         let mut payload = vec![0u8; size];
-        if vp8 {
-            payload[0] = 0x10; // S=1, partition 0
-            payload[1] = if frame % 60 == 0 { 0x00 } else { 0x01 }; // P bit clear = keyframe
+        match video {
+            // VP8: descriptor S=1, then the payload header's P bit (0 = keyframe).
+            Some(VideoCodec::Vp8) => {
+                payload[..2].copy_from_slice(&[0x10, if key { 0x00 } else { 0x01 }])
+            }
+            // VP9: B=1, and P=1 for an inter frame.
+            Some(VideoCodec::Vp9) => payload[0] = if key { 0x08 } else { 0x48 },
+            // H.264: an IDR slice, or a non-IDR one.
+            Some(VideoCodec::H264) => payload[0] = if key { 0x65 } else { 0x41 },
+            None => {}
         }
         let packet = webrtc::rtp::packet::Packet {
             header: webrtc::rtp::header::Header {
                 version: 2,
                 marker: true,
-                payload_type,
                 sequence_number: seq,
                 timestamp: ts,
                 ..Default::default()

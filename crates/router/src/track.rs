@@ -1,0 +1,406 @@
+//! One published track's forwarding state: its layers as received (sequence unwrapping,
+//! packet cache, availability) and every subscriber's [`Forwarder`].
+//!
+//! Plain Rust over tokio's bounded queues; no webrtc-rs types (the packet handle `P` is
+//! generic), so the whole per-packet path is tested here without a network. The glue holds
+//! it behind a mutex that is never held across an await: per packet it unwraps, caches
+//! and checks availability once, then asks each subscriber's forwarder and pushes the
+//! result into that subscriber's queue without waiting. A full queue drops for that
+//! subscriber alone.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::ids::ParticipantId;
+use crate::media::cache::PacketCache;
+use crate::media::forwarder::{Decision, DropReason, Forward, Forwarder, PacketMeta};
+use crate::media::layers::{Layer, LayerMonitor, LayerSet, MAX_LAYERS};
+use crate::media::seq::{extend_back, SeqUnwrapper, TsUnwrapper};
+use crate::media::vp8::Vp8Descriptor;
+
+/// One received packet, as the glue parsed it.
+#[derive(Debug, Clone)]
+pub struct Incoming<P> {
+    pub layer: Layer,
+    pub seq: u16,
+    pub ts: u32,
+    pub keyframe_start: bool,
+    pub padding_only: bool,
+    pub vp8: Option<Vp8Descriptor>,
+    /// Payload size, for bitrates.
+    pub bytes: usize,
+    pub packet: P,
+    pub now: Instant,
+}
+
+/// A packet for one subscriber, and how to rewrite it.
+#[derive(Debug, Clone)]
+pub struct Outgoing<P> {
+    pub packet: P,
+    pub forward: Forward,
+    /// The descriptor to rewrite when `forward.vp8` is set.
+    pub vp8: Option<Vp8Descriptor>,
+}
+
+#[derive(Clone)]
+struct Cached<P> {
+    packet: P,
+    ts: u64,
+    vp8: Option<Vp8Descriptor>,
+}
+
+struct LayerRx<P> {
+    seq: SeqUnwrapper,
+    ts: TsUnwrapper,
+    cache: PacketCache<Cached<P>>,
+}
+
+struct Subscription<P> {
+    subscriber: ParticipantId,
+    forwarder: Forwarder,
+    queue: mpsc::Sender<Outgoing<P>>,
+}
+
+/// What one packet led to, for counters and keyframe requests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PacketOutcome {
+    /// Already received (an upstream retransmission of a packet we have).
+    pub duplicate: bool,
+    pub forwarded: u32,
+    /// Forwarded, but the subscriber's queue was full.
+    pub queue_full: u32,
+    /// Drops by the forwarders' reasons, indexed like [`DROP_REASONS`].
+    pub dropped: [u32; DROP_REASONS.len()],
+    /// Layers whose keyframe some subscriber needs.
+    pub keyframe_requests: LayerSet,
+}
+
+/// Every forwarder drop reason, in the order of [`PacketOutcome::dropped`].
+pub const DROP_REASONS: [DropReason; 5] = [
+    DropReason::Paused,
+    DropReason::OtherLayer,
+    DropReason::WaitingForKeyframe,
+    DropReason::Padding,
+    DropReason::TooLate,
+];
+
+fn reason_index(reason: DropReason) -> usize {
+    DROP_REASONS
+        .iter()
+        .position(|r| *r == reason)
+        .expect("every reason is listed")
+}
+
+pub struct TrackCore<P> {
+    clock_rate: u32,
+    layers: [LayerRx<P>; MAX_LAYERS],
+    monitor: LayerMonitor,
+    subscriptions: Vec<Subscription<P>>,
+}
+
+impl<P: Clone> TrackCore<P> {
+    /// `cache_packets` per layer answer NACKs; a layer silent for `layer_timeout` counts
+    /// as stopped.
+    pub fn new(clock_rate: u32, cache_packets: usize, layer_timeout: Duration) -> Self {
+        TrackCore {
+            clock_rate,
+            layers: std::array::from_fn(|_| LayerRx {
+                seq: SeqUnwrapper::new(),
+                ts: TsUnwrapper::new(),
+                cache: PacketCache::new(cache_packets),
+            }),
+            monitor: LayerMonitor::new(layer_timeout),
+            subscriptions: Vec::new(),
+        }
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// Starts forwarding to `subscriber` (replacing an earlier subscription of it),
+    /// wanting at most `desired` (`None`: nothing yet).
+    pub fn subscribe(
+        &mut self,
+        subscriber: ParticipantId,
+        queue: mpsc::Sender<Outgoing<P>>,
+        desired: Option<Layer>,
+    ) {
+        self.unsubscribe(&subscriber);
+        self.subscriptions.push(Subscription {
+            subscriber,
+            forwarder: Forwarder::new(self.clock_rate, desired),
+            queue,
+        });
+    }
+
+    pub fn unsubscribe(&mut self, subscriber: &ParticipantId) {
+        self.subscriptions.retain(|s| &s.subscriber != subscriber);
+    }
+
+    /// Changes what `subscriber` wants; false if it is not subscribed.
+    pub fn set_desired(&mut self, subscriber: &ParticipantId, desired: Option<Layer>) -> bool {
+        match self.subscription(subscriber) {
+            Some(s) => {
+                s.forwarder.set_desired(desired);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The smallest layer covering a `width`×`height` tile.
+    pub fn layer_for_size(&self, width: u32, height: u32) -> Layer {
+        self.monitor.layer_for_size(width, height)
+    }
+
+    pub fn set_dimensions(&mut self, layer: Layer, width: u32, height: u32) {
+        self.monitor.set_dimensions(layer, width, height);
+    }
+
+    /// The layer `subscriber` receives now (for its keyframe requests).
+    pub fn current_layer(&self, subscriber: &ParticipantId) -> Option<Layer> {
+        self.subscriptions
+            .iter()
+            .find(|s| &s.subscriber == subscriber)
+            .and_then(|s| s.forwarder.current().or(s.forwarder.target()))
+    }
+
+    pub fn bitrate_bps(&self, layer: Layer) -> u64 {
+        self.monitor.bitrate_bps(layer)
+    }
+
+    fn subscription(&mut self, subscriber: &ParticipantId) -> Option<&mut Subscription<P>> {
+        self.subscriptions
+            .iter_mut()
+            .find(|s| &s.subscriber == subscriber)
+    }
+
+    /// Routes one received packet to every subscriber.
+    pub fn on_packet(&mut self, incoming: Incoming<P>) -> PacketOutcome {
+        let mut outcome = PacketOutcome::default();
+        let Some(rx) = self.layers.get_mut(incoming.layer as usize) else {
+            return outcome;
+        };
+        let newest = rx
+            .seq
+            .highest()
+            .is_none_or(|h| rx.seq.peek(incoming.seq as u64) > h);
+        let seq = rx.seq.unwrap(incoming.seq as u64);
+        let ts = rx.ts.unwrap(incoming.ts as u64);
+        let cached = Cached {
+            packet: incoming.packet,
+            ts,
+            vp8: incoming.vp8,
+        };
+        if !rx.cache.insert(seq, cached.clone()) {
+            outcome.duplicate = true;
+            return outcome;
+        }
+        self.monitor
+            .on_packet(incoming.layer, incoming.bytes, incoming.now);
+        let meta = PacketMeta {
+            layer: incoming.layer,
+            seq,
+            ts,
+            keyframe_start: incoming.keyframe_start,
+            newest,
+            padding_only: incoming.padding_only,
+            vp8: cached.vp8.as_ref(),
+            available: self.monitor.available(incoming.now),
+            now: incoming.now,
+        };
+        for s in &mut self.subscriptions {
+            let decision = s.forwarder.decide(&meta);
+            if let Some(layer) = s.forwarder.take_keyframe_request() {
+                outcome.keyframe_requests = outcome.keyframe_requests.with(layer);
+            }
+            match decision {
+                Decision::Forward(forward) => {
+                    let out = Outgoing {
+                        packet: cached.packet.clone(),
+                        forward,
+                        vp8: cached.vp8,
+                    };
+                    match s.queue.try_send(out) {
+                        Ok(()) => outcome.forwarded += 1,
+                        Err(mpsc::error::TrySendError::Full(_)) => outcome.queue_full += 1,
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
+                }
+                Decision::Drop(reason) => outcome.dropped[reason_index(reason)] += 1,
+            }
+        }
+        outcome
+    }
+
+    /// Answers `subscriber`'s NACK for output sequence numbers `lost` from the per-layer
+    /// caches, rewritten exactly as first sent. Returns how many were resent.
+    pub fn on_nack(&mut self, subscriber: &ParticipantId, lost: &[u16]) -> usize {
+        let layers = &self.layers;
+        let Some(s) = self
+            .subscriptions
+            .iter_mut()
+            .find(|s| &s.subscriber == subscriber)
+        else {
+            return 0;
+        };
+        let Some(highest) = s.forwarder.highest_out_seq() else {
+            return 0;
+        };
+        let mut resent = 0;
+        for &wire in lost {
+            let out_seq = extend_back(highest, wire);
+            let Some((layer, in_seq)) = s.forwarder.nacked(out_seq) else {
+                continue;
+            };
+            let Some(cached) = layers[layer as usize].cache.get(in_seq) else {
+                continue;
+            };
+            let Some(forward) =
+                s.forwarder
+                    .retransmit(layer, in_seq, cached.ts, cached.vp8.as_ref())
+            else {
+                continue;
+            };
+            let out = Outgoing {
+                packet: cached.packet.clone(),
+                forward,
+                vp8: cached.vp8,
+            };
+            if s.queue.try_send(out).is_ok() {
+                resent += 1;
+            }
+        }
+        resent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(layer: Layer, seq: u16, key: bool, now: Instant) -> Incoming<u32> {
+        Incoming {
+            layer,
+            seq,
+            ts: seq as u32 * 3000,
+            keyframe_start: key,
+            padding_only: false,
+            vp8: None,
+            bytes: 1000,
+            packet: seq as u32,
+            now,
+        }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Outgoing<u32>>) -> Vec<Outgoing<u32>> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn a_stalled_subscriber_loses_only_its_own_packets() {
+        let now = Instant::now();
+        let mut core = TrackCore::new(90_000, 512, Duration::from_secs(1));
+        let (stalled_tx, mut stalled_rx) = mpsc::channel(8);
+        let (healthy_tx, mut healthy_rx) = mpsc::channel(2000);
+        core.subscribe(ParticipantId::new("stalled"), stalled_tx, Some(0));
+        core.subscribe(ParticipantId::new("healthy"), healthy_tx, Some(0));
+        let mut queue_full = 0;
+        for seq in 0..1000u16 {
+            let outcome = core.on_packet(incoming(0, seq, seq == 0, now));
+            queue_full += outcome.queue_full;
+        }
+        assert_eq!(queue_full, 1000 - 8, "only the stalled queue overflowed");
+        let healthy: Vec<u32> = drain(&mut healthy_rx).iter().map(|o| o.packet).collect();
+        assert_eq!(
+            healthy,
+            (0..1000).collect::<Vec<_>>(),
+            "the healthy one got everything, in order"
+        );
+        assert_eq!(drain(&mut stalled_rx).len(), 8);
+    }
+
+    #[test]
+    fn duplicates_are_forwarded_once() {
+        let now = Instant::now();
+        let mut core = TrackCore::new(90_000, 512, Duration::from_secs(1));
+        let (tx, mut rx) = mpsc::channel(100);
+        core.subscribe(ParticipantId::new("a"), tx, Some(0));
+        core.on_packet(incoming(0, 1, true, now));
+        assert!(core.on_packet(incoming(0, 1, true, now)).duplicate);
+        assert_eq!(drain(&mut rx).len(), 1);
+    }
+
+    #[test]
+    fn nack_is_answered_from_the_cache_with_the_same_rewrite() {
+        let now = Instant::now();
+        let mut core = TrackCore::new(90_000, 512, Duration::from_secs(1));
+        let (tx, mut rx) = mpsc::channel(100);
+        let who = ParticipantId::new("a");
+        core.subscribe(who.clone(), tx, Some(2));
+        // Layer 2 starts at a keyframe; layer 0 runs alongside and is not forwarded.
+        for seq in 65530..=65535u16 {
+            core.on_packet(incoming(2, seq, seq == 65530, now));
+            core.on_packet(incoming(0, seq - 60000, true, now));
+        }
+        core.on_packet(incoming(2, 0, false, now)); // wraps
+        let sent = drain(&mut rx);
+        assert_eq!(sent.len(), 7);
+        let wire = |o: &Outgoing<u32>| o.forward.seq as u16;
+        let third = &sent[2];
+        assert_eq!(core.on_nack(&who, &[wire(third), wire(&sent[6])]), 2);
+        let resent = drain(&mut rx);
+        assert_eq!(resent[0].packet, third.packet);
+        assert_eq!(resent[0].forward, third.forward);
+        assert_eq!(resent[1].packet, 0, "across the wrap");
+        assert_eq!(
+            core.on_nack(&who, &[wire(&sent[0]).wrapping_sub(1)]),
+            0,
+            "before the first: nothing"
+        );
+        assert_eq!(core.on_nack(&ParticipantId::new("nobody"), &[1]), 0);
+    }
+
+    #[test]
+    fn subscriptions_follow_their_wishes() {
+        let now = Instant::now();
+        let mut core = TrackCore::new(90_000, 512, Duration::from_secs(1));
+        let (low_tx, mut low_rx) = mpsc::channel(100);
+        let (high_tx, mut high_rx) = mpsc::channel(100);
+        let (off_tx, mut off_rx) = mpsc::channel(100);
+        core.subscribe(ParticipantId::new("low"), low_tx, Some(0));
+        core.subscribe(ParticipantId::new("high"), high_tx, Some(2));
+        core.subscribe(ParticipantId::new("off"), off_tx, None);
+        // All three layers seen once (no keyframe yet), as when subscribing mid-stream:
+        // each waiting subscriber asks for a keyframe of its layer.
+        let mut requests = Vec::new();
+        for layer in 0..3 {
+            requests.extend(
+                core.on_packet(incoming(layer, 0, false, now))
+                    .keyframe_requests
+                    .iter(),
+            );
+        }
+        // (Layers appear one by one here, so "high" also asks for the lower ones in passing.)
+        assert!(
+            requests.contains(&0) && requests.contains(&2),
+            "{requests:?}"
+        );
+        for seq in 1..20u16 {
+            for layer in 0..3 {
+                core.on_packet(incoming(layer, seq, seq == 1 || seq == 10, now));
+            }
+        }
+        assert_eq!(drain(&mut low_rx).len(), 19);
+        assert_eq!(drain(&mut high_rx).len(), 19);
+        assert!(drain(&mut off_rx).is_empty());
+        assert!(core.set_desired(&ParticipantId::new("low"), Some(2)));
+        assert!(!core.set_desired(&ParticipantId::new("nobody"), Some(2)));
+        assert_eq!(core.current_layer(&ParticipantId::new("high")), Some(2));
+        assert_eq!(core.subscriber_count(), 3);
+        core.unsubscribe(&ParticipantId::new("off"));
+        assert_eq!(core.subscriber_count(), 2);
+    }
+}
