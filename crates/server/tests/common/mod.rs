@@ -246,6 +246,19 @@ impl RtcClient {
         name: &str,
         codec: VideoCodec,
     ) -> RtcClient {
+        RtcClient::join_opts(server, room, name, codec, Duration::from_millis(20)).await
+    }
+
+    /// As [`RtcClient::join_with`], sending audio every `audio_interval` (the microphone of
+    /// a real client sends every 20 ms; a short interval makes media arrive at the server
+    /// the moment DTLS is up).
+    pub async fn join_opts(
+        server: &TestServer,
+        room: &str,
+        name: &str,
+        codec: VideoCodec,
+        audio_interval: Duration,
+    ) -> RtcClient {
         let mut ws = server.connect().await;
         send_json(&mut ws, json!({"type": "join", "room": room, "name": name})).await;
         let joined = recv_type(&mut ws, "joined", Duration::from_secs(5)).await;
@@ -320,19 +333,19 @@ impl RtcClient {
                         let offer =
                             RTCSessionDescription::offer(m["sdp"].as_str().unwrap().to_owned())
                                 .unwrap();
-                        sub.set_remote_description(offer).await.unwrap();
-                        let answer = sub.create_answer(None).await.unwrap();
-                        let mut gathered = sub.gathering_complete_promise().await;
-                        sub.set_local_description(answer).await.unwrap();
-                        let _ = gathered.recv().await;
-                        let sdp = sub.local_description().await.unwrap().sdp;
+                        // Fails only once the test closed this client's connections.
+                        let Ok(sdp) = answer_offer(&sub, offer).await else {
+                            break;
+                        };
                         let _ = reply.send(json!({"type": "subscribe_answer", "sdp": sdp}));
                     }
                     "publish_answer" => {
                         let answer =
                             RTCSessionDescription::answer(m["sdp"].as_str().unwrap().to_owned())
                                 .unwrap();
-                        publ.set_remote_description(answer).await.unwrap();
+                        if publ.set_remote_description(answer).await.is_err() {
+                            break;
+                        }
                     }
                     _ => {}
                 }
@@ -352,11 +365,11 @@ impl RtcClient {
             subscriber,
             tasks: vec![writer, reader],
         };
-        client.publish(codec).await;
+        client.publish(codec, audio_interval).await;
         client
     }
 
-    async fn publish(&mut self, codec: VideoCodec) {
+    async fn publish(&mut self, codec: VideoCodec, audio_interval: Duration) {
         let audio = Arc::new(TrackLocalStaticRTP::new(
             RTCRtpCodecCapability {
                 mime_type: MIME_TYPE_OPUS.to_owned(),
@@ -399,10 +412,18 @@ impl RtcClient {
         let sdp = self.publisher.local_description().await.unwrap().sdp;
         self.send(json!({"type": "publish_offer", "sdp": sdp}));
 
-        self.tasks
-            .push(tokio::spawn(send_synthetic(audio, 20, 160, None)));
-        self.tasks
-            .push(tokio::spawn(send_synthetic(video, 33, 1000, Some(codec))));
+        self.tasks.push(tokio::spawn(send_synthetic(
+            audio,
+            audio_interval,
+            160,
+            None,
+        )));
+        self.tasks.push(tokio::spawn(send_synthetic(
+            video,
+            Duration::from_millis(33),
+            1000,
+            Some(codec),
+        )));
     }
 
     pub fn send(&self, value: Value) {
@@ -459,21 +480,35 @@ impl RtcClient {
     }
 }
 
-/// Writes RTP at a steady rate: `size`-byte payloads every `interval_ms`. Video payloads
+/// Applies a subscribe offer and returns the complete answer (candidates gathered).
+async fn answer_offer(
+    pc: &RTCPeerConnection,
+    offer: RTCSessionDescription,
+) -> webrtc::error::Result<String> {
+    pc.set_remote_description(offer).await?;
+    let answer = pc.create_answer(None).await?;
+    let mut gathered = pc.gathering_complete_promise().await;
+    pc.set_local_description(answer).await?;
+    let _ = gathered.recv().await;
+    Ok(pc
+        .local_description()
+        .await
+        .map(|d| d.sdp)
+        .unwrap_or_default())
+}
+
+/// Writes RTP at a steady rate: `size`-byte payloads every `interval`. Video payloads
 /// start the way their codec marks a keyframe (every 60th frame) or a delta frame, so the
 /// server's keyframe detection sees what a real encoder sends.
 async fn send_synthetic(
     track: Arc<TrackLocalStaticRTP>,
-    interval_ms: u64,
+    interval: Duration,
     size: usize,
     video: Option<VideoCodec>,
 ) {
-    let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
-    let clock_step = if video.is_some() {
-        90 * interval_ms as u32
-    } else {
-        48 * interval_ms as u32
-    };
+    let mut ticker = tokio::time::interval(interval);
+    let clock_rate_khz = if video.is_some() { 90 } else { 48 };
+    let clock_step = (clock_rate_khz * interval.as_micros() / 1000) as u32;
     let mut seq: u16 = 1;
     let mut ts: u32 = 0;
     for frame in 0u64.. {
@@ -510,12 +545,24 @@ async fn send_synthetic(
 }
 
 /// Polls `condition` every 50 ms until it holds, or panics with `what` after `within`.
-pub async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+pub async fn wait_until(what: &str, within: Duration, condition: impl FnMut() -> bool) {
+    if let Err(e) = try_wait_until(what, within, condition).await {
+        panic!("{e}");
+    }
+}
+
+/// As [`wait_until`], returning the timeout as an error so the caller can add detail.
+pub async fn try_wait_until(
+    what: &str,
+    within: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + within;
     while !condition() {
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {within:?} waiting for: {what}");
+            return Err(format!("timed out after {within:?} waiting for: {what}"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
 }

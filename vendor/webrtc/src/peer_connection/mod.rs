@@ -1298,7 +1298,9 @@ impl RTCPeerConnection {
 
                 let pci = Arc::clone(&self.internal);
                 let remote_desc = Arc::new(remote_desc);
-                self.internal
+                self.internal.start_rtp_enqueued();
+                let enqueued = self
+                    .internal
                     .ops
                     .enqueue(Operation::new(
                         move || {
@@ -1306,12 +1308,17 @@ impl RTCPeerConnection {
                             let rd = Arc::clone(&remote_desc);
                             Box::pin(async move {
                                 let _ = pc.start_rtp(have_local_description, rd).await;
+                                pc.start_rtp_finished();
                                 false
                             })
                         },
                         "set_local_description",
                     ))
-                    .await?;
+                    .await;
+                if enqueued.is_err() {
+                    self.internal.start_rtp_finished();
+                }
+                enqueued?;
             }
         }
 
@@ -1544,7 +1551,9 @@ impl RTCPeerConnection {
 
                     let pci = Arc::clone(&self.internal);
                     let remote_desc = Arc::new(desc);
-                    self.internal
+                    self.internal.start_rtp_enqueued();
+                    let enqueued = self
+                        .internal
                         .ops
                         .enqueue(Operation::new(
                             move || {
@@ -1552,12 +1561,17 @@ impl RTCPeerConnection {
                                 let rd = Arc::clone(&remote_desc);
                                 Box::pin(async move {
                                     let _ = pc.start_rtp(true, rd).await;
+                                    pc.start_rtp_finished();
                                     false
                                 })
                             },
                             "set_remote_description renegotiation",
                         ))
-                        .await?;
+                        .await;
+                    if enqueued.is_err() {
+                        self.internal.start_rtp_finished();
+                    }
+                    enqueued?;
                 }
                 return Ok(());
             }
@@ -1589,7 +1603,11 @@ impl RTCPeerConnection {
             let pci = Arc::clone(&self.internal);
             let dtls_role = DTLSRole::from(parsed);
             let remote_desc = Arc::new(desc);
-            self.internal
+            if we_offer {
+                self.internal.start_rtp_enqueued();
+            }
+            let enqueued = self
+                .internal
                 .ops
                 .enqueue(Operation::new(
                     move || {
@@ -1608,13 +1626,18 @@ impl RTCPeerConnection {
 
                             if we_offer {
                                 let _ = pc.start_rtp(false, rd).await;
+                                pc.start_rtp_finished();
                             }
                             false
                         })
                     },
                     "set_remote_description",
                 ))
-                .await?;
+                .await;
+            if enqueued.is_err() && we_offer {
+                self.internal.start_rtp_finished();
+            }
+            enqueued?;
         }
 
         Ok(())

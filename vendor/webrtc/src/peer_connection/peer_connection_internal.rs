@@ -67,6 +67,12 @@ pub(crate) struct PeerConnectionInternal {
     pub(crate) media_engine: Arc<MediaEngine>,
     pub(super) interceptor: Weak<dyn Interceptor + Send + Sync>,
     stats_interceptor: Weak<stats::StatsInterceptor>,
+
+    /// Switchyard patch: how many `start_rtp` operations are enqueued and not finished yet.
+    /// Media can arrive as soon as DTLS is up, before `start_rtp_receivers` has opened the
+    /// SSRCs of the remote description; the undeclared-SSRC probe waits for this to reach zero
+    /// so it never races the receivers (see vendor/README.md).
+    pub(super) start_rtp_pending: tokio::sync::watch::Sender<usize>,
 }
 
 impl PeerConnectionInternal {
@@ -132,6 +138,7 @@ impl PeerConnectionInternal {
             },
             interceptor,
             stats_interceptor,
+            start_rtp_pending: tokio::sync::watch::Sender::new(0),
             on_peer_connection_state_change_handler: Arc::new(ArcSwapOption::empty()),
             pending_remote_description: Arc::new(Default::default()),
         });
@@ -208,6 +215,45 @@ impl PeerConnectionInternal {
             }));
 
         Ok((pc, configuration))
+    }
+
+    /// Switchyard patch: call before enqueueing an operation that runs `start_rtp`, and
+    /// `start_rtp_finished` after it ran.
+    pub(super) fn start_rtp_enqueued(&self) {
+        self.start_rtp_pending.send_modify(|pending| *pending += 1);
+    }
+
+    pub(super) fn start_rtp_finished(&self) {
+        self.start_rtp_pending
+            .send_modify(|pending| *pending = pending.saturating_sub(1));
+    }
+
+    /// Switchyard patch: waits until every enqueued `start_rtp` has opened its receivers.
+    /// Bounded, so a connection whose transports never come up cannot park a probe forever.
+    async fn wait_for_receivers_started(&self) {
+        let mut pending = self.start_rtp_pending.subscribe();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            pending.wait_for(|pending| *pending == 0),
+        )
+        .await;
+    }
+
+    /// Switchyard patch: whether a receiver already reads this SSRC (one the remote
+    /// description declared with `a=ssrc`). Such a stream is the receiver's: the SRTP session
+    /// hands the same `Stream` to both, so probing it would steal its packets and closing it
+    /// would end the receiver's track with "buffer: closed".
+    async fn ssrc_has_receiver(&self, ssrc: SSRC) -> bool {
+        let transceivers = self.rtp_transceivers.lock().await.clone();
+        for transceiver in transceivers {
+            let receiver = transceiver.receiver().await;
+            for track in receiver.tracks().await {
+                if track.ssrc() == ssrc {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     pub(super) async fn start_rtp(
@@ -1065,6 +1111,14 @@ impl PeerConnectionInternal {
         payload_type: PayloadType,
     ) -> Result<()> {
         let ssrc = rtp_stream.get_ssrc();
+
+        // Switchyard patch: early media must not race the receivers (see vendor/README.md).
+        self.wait_for_receivers_started().await;
+        if self.ssrc_has_receiver(ssrc).await {
+            self.dtls_transport.remove_simulcast_stream(ssrc).await;
+            return Ok(());
+        }
+
         let parsed = match self.remote_description().await.and_then(|rd| rd.parsed) {
             Some(r) => r,
             None => return Err(Error::ErrPeerConnRemoteDescriptionNil),
