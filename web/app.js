@@ -26,13 +26,21 @@ const els = {
 };
 
 const params = new URLSearchParams(location.search);
-const client = new SwitchyardClient({ debug: params.has('debug') });
+const client = new SwitchyardClient({
+  debug: params.has('debug'),
+  // ?simulcast=0 publishes the camera as one plain encoding.
+  simulcast: !['0', 'false', 'off', 'no'].includes(params.get('simulcast') ?? ''),
+});
+// For the console and tests: the client, with setQuality(idOrParticipantId, quality),
+// setAutoQuality(idOrParticipantId) and activeSpeakers() among its methods.
 window.switchyard = client;
+
+// How long a tile's size must stay put before the server hears about it.
+const SIZE_DEBOUNCE_MS = 300;
 
 let localStream = null;
 let localTile = null;
 const tiles = new Map(); // participant id -> tile element (remote only)
-let levelTimer = null;
 
 // ------------------------------------------------------------------------------------------
 // Icons (inline SVG, stroke style)
@@ -110,6 +118,7 @@ function createTile({ id, name, local }) {
   }
   setTileName(tile, name, local);
   setTileMuted(tile, true, true);
+  setTileSpeaking(tile, null);
   return tile;
 }
 
@@ -126,6 +135,54 @@ function setTileMuted(tile, audioMuted, videoMuted) {
   tile.dataset.audioMuted = String(!!audioMuted);
   tile.dataset.videoMuted = String(!!videoMuted);
 }
+
+// ------------------------------------------------------------------------------------------
+// Active speakers: the server's view (`active_speakers`), nothing measured locally. The own
+// tile is highlighted when the server counts us as a speaker too.
+
+function setTileSpeaking(tile, speaker) {
+  tile.dataset.speaking = String(!!speaker);
+  if (speaker) tile.style.setProperty('--level', String(Math.min(1, Math.max(0, speaker.level))));
+  else tile.style.removeProperty('--level');
+}
+
+function renderSpeakers() {
+  const speaking = new Map(client.activeSpeakers().map((s) => [s.participantId, s]));
+  for (const [id, tile] of tiles) setTileSpeaking(tile, speaking.get(id));
+  if (localTile) setTileSpeaking(localTile, client.participantId ? speaking.get(client.participantId) : null);
+}
+
+// ------------------------------------------------------------------------------------------
+// Tile sizes -> simulcast layer: each remote tile reports the size its video is shown at
+// (CSS pixels x devicePixelRatio), once it has been stable for SIZE_DEBOUNCE_MS. The client
+// sends only actual changes, and nothing for a track pinned with setQuality().
+
+const sizeTimers = new Map(); // tile -> timeout
+
+function scheduleSizeReport(tile, delay = SIZE_DEBOUNCE_MS) {
+  clearTimeout(sizeTimers.get(tile));
+  sizeTimers.set(tile, setTimeout(() => {
+    sizeTimers.delete(tile);
+    reportSize(tile);
+  }, delay));
+}
+
+function reportSize(tile) {
+  const trackId = tile.dataset.videoTrackId;
+  if (!trackId || !tile.isConnected || !client.joined) return;
+  const rect = tile.querySelector('video').getBoundingClientRect();
+  const dpr = window.devicePixelRatio || 1;
+  try {
+    // A hidden (0-size) tile asks for nothing of the track.
+    client.setVideoSize(trackId, Math.round(rect.width * dpr), Math.round(rect.height * dpr));
+  } catch (err) {
+    console.debug('[switchyard] no size report:', err.message);
+  }
+}
+
+const sizeObserver = new ResizeObserver((entries) => {
+  for (const entry of entries) scheduleSizeReport(entry.target);
+});
 
 function attach(el, track) {
   const current = el.srcObject?.getTracks?.()[0] ?? null;
@@ -156,13 +213,21 @@ function renderRemote(p) {
     tile = createTile({ id: p.id, name: p.name, local: false });
     tiles.set(p.id, tile);
     els.tiles.append(tile);
+    sizeObserver.observe(tile);
     layout();
+    renderSpeakers();
   }
   setTileName(tile, p.name, false);
   setTileMuted(tile, p.audioMuted, p.videoMuted);
   attach(tile.querySelector('video'), p.videoTrack);
   attach(tile.querySelector('audio'), p.audioTrack);
   tile.classList.toggle('has-video', !!p.videoTrack && !p.videoMuted);
+  const videoTrackId = p.videoTrackId ?? '';
+  if (tile.dataset.videoTrackId !== videoTrackId) {
+    tile.dataset.videoTrackId = videoTrackId;
+    // A newly received video: tell the server its tile size right away.
+    if (videoTrackId) scheduleSizeReport(tile, 0);
+  }
   updateCount();
 }
 
@@ -170,6 +235,9 @@ function removeRemote(id) {
   const tile = tiles.get(id);
   if (!tile) return;
   tiles.delete(id);
+  sizeObserver.unobserve(tile);
+  clearTimeout(sizeTimers.get(tile));
+  sizeTimers.delete(tile);
   for (const media of tile.querySelectorAll('video, audio')) media.srcObject = null;
   tile.remove();
   layout();
@@ -187,6 +255,7 @@ function renderLocal() {
     ['mic', 'Mute'], ['micOff', 'Unmute']);
   setControl(els.toggleCamera, client.hasLocal('video'), !videoMuted,
     ['cam', 'Stop video'], ['camOff', 'Start video']);
+  renderSpeakers();
 }
 
 function setControl(button, available, on, [onIcon, onLabel], [offIcon, offLabel]) {
@@ -221,33 +290,6 @@ function layout() {
 }
 new ResizeObserver(layout).observe(els.tiles);
 
-// Speaking indicator from the audio levels in the stats (subscriber inbound-rtp, our own
-// outbound media-source).
-async function pollLevels() {
-  if (!client.joined) return;
-  let stats;
-  try {
-    stats = await client.getStats();
-  } catch {
-    return;
-  }
-  const byMediaTrack = new Map(client.remoteTracks().map((t) => [t.mediaTrackId, t.participantId]));
-  const speaking = new Set();
-  for (const s of stats.subscriber) {
-    if (s.type === 'inbound-rtp' && s.kind === 'audio' && (s.audioLevel ?? 0) > 0.02) {
-      const id = byMediaTrack.get(s.trackIdentifier);
-      if (id) speaking.add(id);
-    }
-  }
-  for (const [id, tile] of tiles) {
-    tile.classList.toggle('speaking', speaking.has(id) && tile.dataset.audioMuted !== 'true');
-  }
-  if (localTile) {
-    const src = stats.publisher.find((s) => s.type === 'media-source' && s.kind === 'audio');
-    localTile.classList.toggle('speaking', client.isMicrophoneEnabled() && (src?.audioLevel ?? 0) > 0.02);
-  }
-}
-
 // ------------------------------------------------------------------------------------------
 // Connection state
 
@@ -270,6 +312,7 @@ client.addEventListener('participantleft', (ev) => {
   if (name && client.joined) showStatus(`${name} left`);
 });
 client.addEventListener('localmute', renderLocal);
+client.addEventListener('activespeakers', renderSpeakers);
 client.addEventListener('servererror', (ev) => {
   showStatus(`Server error (${ev.detail.code}): ${ev.detail.message}`, 'error');
 });
@@ -344,8 +387,6 @@ async function join(ev) {
     history.replaceState(null, '', url);
     renderLocal();
     updateCount();
-    clearInterval(levelTimer);
-    levelTimer = setInterval(pollLevels, 500);
   } catch (err) {
     showStatus(`Could not join: ${err.message}`, 'error');
     endMeeting(true);
@@ -357,8 +398,6 @@ async function join(ev) {
 
 function endMeeting(sendLeave) {
   if (sendLeave) client.leave();
-  clearInterval(levelTimer);
-  levelTimer = null;
   joinedAnnounced = false;
   for (const id of [...tiles.keys()]) removeRemote(id);
   localTile = null;

@@ -12,6 +12,12 @@
 // Every forwarded track carries `a=msid:<participant_id> <track_id>`, which is how a received
 // track is bound to the participant who publishes it.
 //
+// Simulcast: the camera is published as three encodings (rid q = 1/4, h = 1/2, f = full
+// resolution); the server forwards one of them to each subscriber. Which one is chosen per
+// received video track with `update_subscription`: either automatically from the size of
+// the tile it is shown in (setVideoSize, driven by the UI), or pinned to a quality
+// (setQuality) until setAutoQuality() hands it back to the tile size.
+//
 // Events (CustomEvent, payload in `event.detail`):
 //   statechange        {state}              aggregated WS + peer-connection state
 //   joined             {room, participantId, name}
@@ -21,12 +27,22 @@
 //   trackadded         {participantId, trackId, kind, track, mid}
 //   trackremoved       {participantId, trackId, kind, track, mid}
 //   localmute          {kind, muted}
+//   activespeakers     {speakers}           [{participantId, level}] loudest first (server's view)
 //   servererror        {code, message}      an `error` message from the server
 //   error              {error}              a local failure (SDP, ICE, WebSocket)
 //   closed             {reason}             the session ended (leave, socket closed)
 
 const PING_INTERVAL_MS = 10_000;
 const JOIN_TIMEOUT_MS = 15_000;
+
+/** The camera's simulcast encodings, lowest first (the server names them low/medium/high). */
+export const SIMULCAST_ENCODINGS = Object.freeze([
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 }),
+  Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
+  Object.freeze({ rid: 'f', maxBitrate: 1_500_000 }),
+]);
+
+export const QUALITIES = Object.freeze(['low', 'medium', 'high', 'off']);
 
 /** The default signaling URL for a page served by the Switchyard server itself. */
 export function defaultSignalUrl(loc = globalThis.location) {
@@ -119,6 +135,7 @@ class PeerSide {
     this.pendingRemoteCandidates = []; // server candidates waiting for a remote description
     this.pendingLocalCandidates = []; // our candidates waiting for our offer/answer to be sent
     this.queue = Promise.resolve(); // serializes SDP operations
+    this.answering = false; // subscriber: between applying an offer and sending our answer
   }
 }
 
@@ -128,12 +145,15 @@ export class SwitchyardClient extends EventTarget {
    * @param {string} [options.url] signaling URL, default `ws(s)://<page host>/rtc`
    * @param {number} [options.pingIntervalMs]
    * @param {boolean} [options.debug] log every signaling message to the console
+   * @param {boolean} [options.simulcast] publish the camera as three simulcast layers
+   *   (default true); false sends one plain encoding
    */
   constructor(options = {}) {
     super();
     this.url = options.url ?? null;
     this.pingIntervalMs = options.pingIntervalMs ?? PING_INTERVAL_MS;
     this.debug = options.debug ?? false;
+    this.simulcast = options.simulcast ?? true;
     this._reset();
     this._state = 'idle';
   }
@@ -150,6 +170,10 @@ export class SwitchyardClient extends EventTarget {
     this._departed = new Set(); // ids that left: never resurrected by a stale offer
     this._bindings = new Map(); // subscriber mid -> {mid, participantId, trackId, kind, track}
     this._local = new Map(); // kind -> {track, localTrackId, wireTrackId, muted}
+    // Received video track id -> {pinned, size, sent}: what we want of it, and what the
+    // server last heard (so an unchanged size is never sent twice).
+    this._subscriptions = new Map();
+    this._activeSpeakers = []; // [{participantId, level}], the last `active_speakers`
     this._pingTimer = null;
     this._lastPingSent = 0;
     this.rttMs = null;
@@ -304,6 +328,61 @@ export class SwitchyardClient extends EventTarget {
     }));
   }
 
+  /**
+   * Pins the video track `id` (a remote track id, or a participant id for that participant's
+   * camera) to `quality` ("low", "medium", "high" or "off"): sends `update_subscription`
+   * and stops size-based updates for that track until setAutoQuality(). Returns the track id.
+   */
+  setQuality(id, quality) {
+    if (!QUALITIES.includes(quality)) {
+      throw new Error(`unknown quality ${JSON.stringify(quality)} (one of ${QUALITIES.join(', ')})`);
+    }
+    const trackId = this._videoTrackIdFor(id);
+    const sub = this._subscription(trackId);
+    sub.pinned = quality;
+    this._syncSubscription(trackId, { force: true });
+    return trackId;
+  }
+
+  /** Hands the video track `id` back to size-based selection (the last tile size reported). */
+  setAutoQuality(id) {
+    const trackId = this._videoTrackIdFor(id);
+    const sub = this._subscription(trackId);
+    sub.pinned = null;
+    this._syncSubscription(trackId);
+    return trackId;
+  }
+
+  /**
+   * Reports the size, in device pixels, at which the video track `id` is shown; the server
+   * forwards the smallest layer that covers it. 0 x 0 (a hidden tile) asks for nothing
+   * ("off"). Only a change reaches the server, and nothing while the track is pinned.
+   */
+  setVideoSize(id, width, height) {
+    const trackId = this._videoTrackIdFor(id);
+    const w = Math.max(0, Math.round(Number(width) || 0));
+    const h = Math.max(0, Math.round(Number(height) || 0));
+    this._subscription(trackId).size = { width: w, height: h };
+    this._syncSubscription(trackId);
+    return trackId;
+  }
+
+  /** What we asked of each received video track: [{trackId, participantId, pinned, size, sent}]. */
+  subscriptions() {
+    return [...this._subscriptions.entries()].map(([trackId, s]) => ({
+      trackId,
+      participantId: this._ownerOfTrack(trackId),
+      pinned: s.pinned,
+      size: s.size && { ...s.size },
+      sent: s.sent && JSON.parse(s.sent),
+    }));
+  }
+
+  /** The server's last `active_speakers` list: [{participantId, level}], loudest first. */
+  activeSpeakers() {
+    return this._activeSpeakers.map((s) => ({ ...s }));
+  }
+
   /** `{publisher: [...], subscriber: [...]}`: every stats object of each peer connection. */
   async getStats() {
     const collect = async (side) => {
@@ -355,6 +434,7 @@ export class SwitchyardClient extends EventTarget {
         case 'track_published': return this._onTrackPublished(msg.participant_id, msg.track);
         case 'track_unpublished': return this._onTrackUnpublished(msg.participant_id, msg.track_id);
         case 'track_muted': return this._onTrackMuted(msg.participant_id, msg.track_id, msg.muted);
+        case 'active_speakers': return this._onActiveSpeakers(msg.speakers);
         case 'error': return this._onServerError(msg);
         case 'pong':
           if (this._lastPingSent) this.rttMs = Math.round(performance.now() - this._lastPingSent);
@@ -440,6 +520,11 @@ export class SwitchyardClient extends EventTarget {
     this._bindings.clear();
     this._remote.clear();
     this._local.clear();
+    this._subscriptions.clear();
+    if (this._activeSpeakers.length) {
+      this._activeSpeakers = [];
+      this._emit('activespeakers', { speakers: [] });
+    }
     for (const p of departed) {
       this._emit('participantleft', { participantId: p.id, participant: this._snapshot(p) });
     }
@@ -533,8 +618,13 @@ export class SwitchyardClient extends EventTarget {
     const transceivers = [];
     for (const track of [audio, video]) {
       if (!track) continue;
-      // One plain encoding per track (no simulcast): no sendEncodings.
-      const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      const init = { direction: 'sendonly', streams: [stream] };
+      // The camera goes out as three simulcast layers unless turned off; audio (and video
+      // without simulcast) as one plain encoding.
+      if (track.kind === 'video' && this.simulcast) {
+        init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+      }
+      const t = pc.addTransceiver(track, init);
       transceivers.push(t);
       this._local.set(track.kind, {
         track,
@@ -605,6 +695,9 @@ export class SwitchyardClient extends EventTarget {
     side.queue = side.queue.then(async () => {
       const pc = side.pc;
       if (pc.signalingState === 'closed') return;
+      // The server starts forwarding a newly offered track only once it has our answer, and
+      // refuses `update_subscription` for it until then: hold those back meanwhile.
+      side.answering = true;
       try {
         await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
         if (!side.remoteDescriptionSet) await this._flushRemoteCandidates(side);
@@ -615,7 +708,10 @@ export class SwitchyardClient extends EventTarget {
         if (!side.localSdpSent) this._flushLocalCandidates(side);
       } catch (err) {
         this._emitError(err, 'handling subscribe_offer failed');
+      } finally {
+        side.answering = false;
       }
+      for (const trackId of this._subscriptions.keys()) this._syncSubscription(trackId);
       this._updateState();
     });
   }
@@ -678,10 +774,15 @@ export class SwitchyardClient extends EventTarget {
       participantId: b.participantId, trackId: b.trackId, kind: b.kind, track: b.track, mid: b.mid,
     });
     this._emit('participantupdated', { participant: this._snapshot(p) });
+    // A pin or tile size set before the track arrived (or before a renegotiation that
+    // rebound it) takes effect now that the server forwards it (after our answer).
+    if (b.kind === 'video') this._syncSubscription(b.trackId);
   }
 
   _unbind(b) {
     if (this._bindings.get(b.mid) === b) this._bindings.delete(b.mid);
+    const sub = this._subscriptions.get(b.trackId);
+    if (sub) sub.sent = null;
     const p = this._remote.get(b.participantId);
     if (p && p.media.get(b.trackId) === b) p.media.delete(b.trackId);
     this._emit('trackremoved', {
@@ -711,8 +812,11 @@ export class SwitchyardClient extends EventTarget {
       source: t.source,
       muted: !!t.muted,
       receiving: p.media.has(t.id),
+      ...(t.layers?.length ? { layers: t.layers.map((l) => ({ ...l })) } : {}),
+      ...(this._subscriptions.get(t.id)?.pinned ? { pinned: this._subscriptions.get(t.id).pinned } : {}),
     }));
     const media = [...p.media.values()];
+    const video = pickVideo(p, media);
     const audioMuted = !tracks.some((t) => t.kind === 'audio' && !t.muted);
     const videoMuted = !tracks.some((t) => t.kind === 'video' && !t.muted);
     return {
@@ -721,8 +825,9 @@ export class SwitchyardClient extends EventTarget {
       tracks,
       audioMuted,
       videoMuted,
+      videoTrackId: video?.trackId ?? null,
       audioTrack: media.find((b) => b.kind === 'audio')?.track ?? null,
-      videoTrack: pickVideo(p, media)?.track ?? null,
+      videoTrack: video?.track ?? null,
     };
   }
 
@@ -742,6 +847,7 @@ export class SwitchyardClient extends EventTarget {
     for (const b of [...p.media.values()]) {
       if (this._bindings.get(b.mid) === b) this._bindings.delete(b.mid);
     }
+    for (const trackId of p.tracks.keys()) this._subscriptions.delete(trackId);
     this._remote.delete(id);
     this._emit('participantleft', { participantId: id, participant: this._snapshot(p) });
   }
@@ -772,6 +878,7 @@ export class SwitchyardClient extends EventTarget {
     p.tracks.delete(trackId);
     const b = p.media.get(trackId);
     if (b) this._unbind(b);
+    this._subscriptions.delete(trackId);
     this._emit('participantupdated', { participant: this._snapshot(p) });
   }
 
@@ -788,6 +895,74 @@ export class SwitchyardClient extends EventTarget {
       p.tracks.set(trackId, { id: trackId, kind, source: sourceFor(kind), muted: !!muted });
     }
     this._emit('participantupdated', { participant: this._snapshot(p) });
+  }
+
+  _onActiveSpeakers(speakers) {
+    const list = (Array.isArray(speakers) ? speakers : [])
+      .filter((s) => s && typeof s.participant_id === 'string')
+      .map((s) => ({ participantId: s.participant_id, level: Number(s.level) || 0 }));
+    this._activeSpeakers = list;
+    this._emit('activespeakers', { speakers: this.activeSpeakers() });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Subscriptions (simulcast layer selection)
+
+  /** The remote video track meant by `id`: a track id, or a participant id (its camera). */
+  _videoTrackIdFor(id) {
+    for (const p of this._remote.values()) {
+      const t = p.tracks.get(id);
+      if (t?.kind === 'video') return id;
+      const b = p.media.get(id);
+      if (b?.kind === 'video') return id;
+    }
+    const p = this._remote.get(id);
+    if (p) {
+      const bound = pickVideo(p, [...p.media.values()]);
+      if (bound) return bound.trackId;
+      const videos = [...p.tracks.values()].filter((t) => t.kind === 'video');
+      const t = videos.find((v) => v.source === 'camera') ?? videos[0];
+      if (t) return t.id;
+      throw new Error(`participant ${id} publishes no video`);
+    }
+    throw new Error(`no remote video track or participant ${JSON.stringify(id)}`);
+  }
+
+  _subscription(trackId) {
+    let sub = this._subscriptions.get(trackId);
+    if (!sub) {
+      sub = { pinned: null, size: null, sent: null };
+      this._subscriptions.set(trackId, sub);
+    }
+    return sub;
+  }
+
+  _isReceiving(trackId) {
+    for (const b of this._bindings.values()) if (b.trackId === trackId) return true;
+    return false;
+  }
+
+  /**
+   * Tells the server what we want of `trackId`, if that differs from what it last heard (or
+   * always, with `force`). Only for a track we receive, and not while we answer an offer:
+   * the server refuses those, and this runs again when the track arrives and after each
+   * answer.
+   */
+  _syncSubscription(trackId, { force = false } = {}) {
+    const sub = this._subscriptions.get(trackId);
+    if (!sub || !this._isReceiving(trackId) || this._sub?.answering) return;
+    let want;
+    if (sub.pinned) want = { quality: sub.pinned };
+    else if (sub.size) {
+      want = sub.size.width > 0 && sub.size.height > 0
+        ? { width: sub.size.width, height: sub.size.height }
+        : { quality: 'off' };
+    } else if (sub.sent) want = { quality: 'high' }; // unpinned, no size known: the default
+    else return;
+    const key = JSON.stringify(want);
+    if (!force && key === sub.sent) return;
+    if (!force && sub.sent == null && key === '{"quality":"high"}') return; // server default
+    if (this._send({ type: 'update_subscription', track_id: trackId, ...want })) sub.sent = key;
   }
 
   _setLocalEnabled(kind, enabled) {
