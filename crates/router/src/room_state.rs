@@ -177,13 +177,8 @@ impl RoomState {
         }
         let mut effects = Vec::new();
         for other in &self.order {
-            effects.push(Effect::Send {
-                to: other.clone(),
-                message: ServerMessage::TrackPublished {
-                    participant_id: publisher.to_string(),
-                    track: track.info(),
-                },
-            });
+            // Subscribe before telling: whatever the client sends about the track after
+            // `track_published` (an `update_subscription`) then finds its downtrack.
             if other != publisher {
                 effects.push(Effect::Subscribe {
                     subscriber: other.clone(),
@@ -191,6 +186,13 @@ impl RoomState {
                     track: track.id.clone(),
                 });
             }
+            effects.push(Effect::Send {
+                to: other.clone(),
+                message: ServerMessage::TrackPublished {
+                    participant_id: publisher.to_string(),
+                    track: track.info(),
+                },
+            });
         }
         if let Some(member) = self.members.get_mut(publisher) {
             member.tracks.push(track);
@@ -365,6 +367,20 @@ mod tests {
                 sent_to(&effects, p)[..],
                 [ServerMessage::TrackPublished { .. }]
             ));
+        }
+        // Each subscriber's downtrack is requested before it is told: a client that answers
+        // `track_published` with `update_subscription` must find the subscription there.
+        for p in ["a", "c"] {
+            let position = |want_subscribe: bool| {
+                effects.iter().position(|e| match e {
+                    Effect::Subscribe { subscriber, .. } => {
+                        want_subscribe && subscriber.as_str() == p
+                    }
+                    Effect::Send { to, .. } => !want_subscribe && to.as_str() == p,
+                    _ => false,
+                })
+            };
+            assert!(position(true).unwrap() < position(false).unwrap(), "{p}");
         }
         assert!(matches!(
             room.publish(&pid("a"), video("b-cam")),

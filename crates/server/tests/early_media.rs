@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{try_wait_until, RtcClient, TestServer, VideoCodec};
+use common::{try_wait_until, ClientOptions, RtcClient, TestServer};
 
 /// Keeps every core busy until dropped, as other rooms would on a loaded server: the
 /// window between DTLS and the receivers starting then grows from microseconds to
@@ -62,8 +62,10 @@ async fn media_sent_right_after_dtls_is_forwarded() {
                     server,
                     &room,
                     &name,
-                    VideoCodec::Vp8,
-                    Duration::from_millis(1),
+                    ClientOptions {
+                        audio_interval: Duration::from_millis(1),
+                        ..ClientOptions::default()
+                    },
                 )
                 .await
             }

@@ -4,9 +4,10 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{wait_until, RtcClient, TestServer};
+use common::{wait_until, ClientOptions, RtcClient, TestServer};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -77,4 +78,57 @@ async fn off_stops_and_high_resumes_for_that_subscriber_only() {
     alice.close().await;
     bob.close().await;
     carol.close().await;
+}
+
+/// A client that turns a video off as soon as it hears of it (before answering the offer
+/// that carries it, as a page hiding the tile would) is obeyed: no error, and the video is
+/// never forwarded to it while its audio is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wish_sent_before_the_answer_is_kept() {
+    let server = TestServer::start().await;
+    let bob = RtcClient::join_opts(
+        &server,
+        "early-wish",
+        "bob",
+        ClientOptions {
+            // bob hears of his own tracks too; only alice's camera is turned off.
+            on_track_published: Some(Arc::new(|m| {
+                (m["track"]["id"] == "alice-cam").then(|| {
+                    json!({"type": "update_subscription", "track_id": "alice-cam", "quality": "off"})
+                })
+            })),
+            ..ClientOptions::default()
+        },
+    )
+    .await;
+    let alice = RtcClient::join(&server, "early-wish", "alice").await;
+    wait_until(
+        "bob hears alice and alice sees bob's video",
+        Duration::from_secs(20),
+        || bob.count(&alice.id, "alice-mic") > 50 && alice.count(&bob.id, "bob-cam") > 20,
+    )
+    .await;
+    assert!(
+        bob.saw(|m| m["type"] == "track_published" && m["track"]["id"] == "alice-cam"),
+        "bob heard of alice's camera"
+    );
+    assert_eq!(
+        bob.count(&alice.id, "alice-cam"),
+        0,
+        "alice's video is off for bob"
+    );
+    assert!(
+        !bob.saw(|m| m["type"] == "error"),
+        "no error: {:?}",
+        bob.events.lock().unwrap()
+    );
+
+    // Asking for it later works as usual.
+    bob.send(json!({"type": "update_subscription", "track_id": "alice-cam", "quality": "high"}));
+    wait_until("bob receives alice's video", Duration::from_secs(5), || {
+        bob.count(&alice.id, "alice-cam") > 20
+    })
+    .await;
+    alice.close().await;
+    bob.close().await;
 }

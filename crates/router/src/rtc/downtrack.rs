@@ -21,7 +21,7 @@ use webrtc::track::track_local::{TrackLocal, TrackLocalContext, TrackLocalWriter
 
 use switchyard_stats::{DropReason, Live, MediaStats};
 
-use super::uptrack::UpTrack;
+use super::uptrack::{LayerWish, UpTrack};
 use crate::ids::ParticipantId;
 use crate::media::vp8;
 use crate::track::Outgoing;
@@ -159,6 +159,9 @@ pub(crate) struct DownTrack {
     pub sender: Arc<RTCRtpSender>,
     /// Handed to the uptrack once the subscriber's answer bound the sender.
     queue: Option<mpsc::Sender<Outgoing<Arc<Packet>>>>,
+    /// The subscriber's latest `update_subscription` while not yet active: applied when
+    /// forwarding starts, so a tile size sent before the answer is not lost.
+    pending_wish: Option<LayerWish>,
     writer: JoinHandle<()>,
     rtcp_reader: JoinHandle<()>,
 }
@@ -186,6 +189,7 @@ impl DownTrack {
             uptrack,
             sender,
             queue: Some(tx),
+            pending_wish: None,
             writer,
             rtcp_reader,
         }
@@ -195,7 +199,19 @@ impl DownTrack {
     /// at a keyframe, and asks the publisher for one, so what flows first is decodable.
     pub fn activate(&mut self, subscriber: &ParticipantId) {
         if let Some(queue) = self.queue.take() {
-            self.uptrack.subscribe(subscriber.clone(), queue);
+            let wish = self.pending_wish.take();
+            self.uptrack.subscribe(subscriber.clone(), queue, wish);
+        }
+    }
+
+    /// The subscriber's `update_subscription`: applied now if forwarding has started,
+    /// else kept for [`Self::activate`].
+    pub fn update(&mut self, subscriber: &ParticipantId, wish: LayerWish) {
+        if self.queue.is_some() {
+            self.pending_wish = Some(wish);
+        } else {
+            // Active means subscribed; the uptrack only says no for an unknown subscriber.
+            self.uptrack.set_wish(subscriber, wish);
         }
     }
 

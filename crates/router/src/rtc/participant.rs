@@ -27,7 +27,7 @@ use switchyard_stats::{Live, LiveGuard, MediaStats};
 
 use super::downtrack::{DownTrack, DownTrackLocal};
 use super::engine::RtcEngine;
-use super::uptrack::{Speakers, UpTrack, UpTrackConfig};
+use super::uptrack::{LayerWish, Speakers, UpTrack, UpTrackConfig};
 use crate::error::{Result, RouterError};
 use crate::ids::{ParticipantId, TrackId};
 use crate::media::layers::layer_for_rid;
@@ -388,20 +388,15 @@ impl Participant {
     ) -> Result<()> {
         let downtrack = self
             .downtracks
-            .get(&TrackId::new(&track_id))
-            .ok_or_else(|| RouterError::UnknownTrack(track_id.clone()))?;
-        let found = match (quality, size) {
-            (Some(quality), _) => downtrack.uptrack.set_quality(&self.ctx.id, quality),
-            (None, Some((width, height))) => {
-                downtrack.uptrack.set_tile_size(&self.ctx.id, width, height)
-            }
-            (None, None) => true,
+            .get_mut(&TrackId::new(&track_id))
+            .ok_or(RouterError::UnknownTrack(track_id))?;
+        let wish = match (quality, size) {
+            (Some(quality), _) => LayerWish::Quality(quality),
+            (None, Some((width, height))) => LayerWish::TileSize { width, height },
+            (None, None) => return Ok(()),
         };
-        if found {
-            Ok(())
-        } else {
-            Err(RouterError::UnknownTrack(track_id))
-        }
+        downtrack.update(&self.ctx.id, wish);
+        Ok(())
     }
 
     async fn subscribe(&mut self, uptrack: Arc<UpTrack>) -> Result<()> {

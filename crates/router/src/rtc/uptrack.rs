@@ -227,14 +227,20 @@ impl UpTrack {
         }
     }
 
+    /// Starts forwarding to `subscriber`: the layer it asked for, or, until it says
+    /// otherwise, the best there is.
     pub(crate) fn subscribe(
         &self,
         subscriber: ParticipantId,
         queue: mpsc::Sender<Outgoing<Arc<Packet>>>,
+        wish: Option<LayerWish>,
     ) {
-        // Until the subscriber says otherwise: the best layer there is.
-        let desired = Some((MAX_LAYERS - 1) as Layer);
-        self.core().subscribe(subscriber, queue, desired);
+        let mut core = self.core();
+        let desired = match wish {
+            Some(wish) => desired_layer(&core, wish),
+            None => Some((MAX_LAYERS - 1) as Layer),
+        };
+        core.subscribe(subscriber, queue, desired);
     }
 
     pub(crate) fn unsubscribe(&self, subscriber: &ParticipantId) {
@@ -246,25 +252,10 @@ impl UpTrack {
     }
 
     /// Applies a subscriber's `update_subscription`; false if it is not subscribed.
-    pub(crate) fn set_quality(&self, subscriber: &ParticipantId, quality: Quality) -> bool {
-        let desired = match quality {
-            Quality::Low => Some(0),
-            Quality::Medium => Some(1),
-            Quality::High => Some(2),
-            Quality::Off => None,
-        };
-        self.core().set_desired(subscriber, desired)
-    }
-
-    pub(crate) fn set_tile_size(
-        &self,
-        subscriber: &ParticipantId,
-        width: u32,
-        height: u32,
-    ) -> bool {
+    pub(crate) fn set_wish(&self, subscriber: &ParticipantId, wish: LayerWish) -> bool {
         let mut core = self.core();
-        let layer = core.layer_for_size(width, height);
-        core.set_desired(subscriber, Some(layer))
+        let desired = desired_layer(&core, wish);
+        core.set_desired(subscriber, desired)
     }
 
     /// A subscriber NACKed these output sequence numbers: resend from the cache.
@@ -293,6 +284,28 @@ impl UpTrack {
                     .remove(&self.publisher);
             }
         }
+    }
+}
+
+/// What a subscriber asked of a video track with `update_subscription`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayerWish {
+    Quality(Quality),
+    /// The size of the tile it is shown in: the smallest layer that covers it.
+    TileSize {
+        width: u32,
+        height: u32,
+    },
+}
+
+/// The layer a wish stands for (`None`: forward nothing).
+fn desired_layer<P: Clone>(core: &TrackCore<P>, wish: LayerWish) -> Option<Layer> {
+    match wish {
+        LayerWish::Quality(Quality::Low) => Some(0),
+        LayerWish::Quality(Quality::Medium) => Some(1),
+        LayerWish::Quality(Quality::High) => Some(2),
+        LayerWish::Quality(Quality::Off) => None,
+        LayerWish::TileSize { width, height } => Some(core.layer_for_size(width, height)),
     }
 }
 

@@ -218,6 +218,31 @@ impl VideoCodec {
     }
 }
 
+/// A function of a `track_published` message that returns a message to send at once.
+pub type TrackPublishedReply = Arc<dyn Fn(&Value) -> Option<Value> + Send + Sync>;
+
+/// How an [`RtcClient`] behaves.
+#[derive(Clone)]
+pub struct ClientOptions {
+    pub codec: VideoCodec,
+    /// How often the microphone sends (a real one: every 20 ms; a short interval makes
+    /// media arrive at the server the moment DTLS is up).
+    pub audio_interval: Duration,
+    /// Answers `track_published` straight from the signaling task, before any later
+    /// message (such as the `subscribe_offer` that carries the track) is handled.
+    pub on_track_published: Option<TrackPublishedReply>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            codec: VideoCodec::Vp8,
+            audio_interval: Duration::from_millis(20),
+            on_track_published: None,
+        }
+    }
+}
+
 /// A participant driven by webrtc-rs: joins, publishes synthetic Opus-sized audio and VP8
 /// video, answers every subscribe offer, and counts what it receives per track.
 pub struct RtcClient {
@@ -246,19 +271,24 @@ impl RtcClient {
         name: &str,
         codec: VideoCodec,
     ) -> RtcClient {
-        RtcClient::join_opts(server, room, name, codec, Duration::from_millis(20)).await
+        let options = ClientOptions {
+            codec,
+            ..ClientOptions::default()
+        };
+        RtcClient::join_opts(server, room, name, options).await
     }
 
-    /// As [`RtcClient::join_with`], sending audio every `audio_interval` (the microphone of
-    /// a real client sends every 20 ms; a short interval makes media arrive at the server
-    /// the moment DTLS is up).
     pub async fn join_opts(
         server: &TestServer,
         room: &str,
         name: &str,
-        codec: VideoCodec,
-        audio_interval: Duration,
+        options: ClientOptions,
     ) -> RtcClient {
+        let ClientOptions {
+            codec,
+            audio_interval,
+            on_track_published,
+        } = options;
         let mut ws = server.connect().await;
         send_json(&mut ws, json!({"type": "join", "room": room, "name": name})).await;
         let joined = recv_type(&mut ws, "joined", Duration::from_secs(5)).await;
@@ -329,6 +359,13 @@ impl RtcClient {
                 let m: Value = serde_json::from_str(&text).unwrap();
                 log.lock().unwrap().push(m.clone());
                 match m["type"].as_str().unwrap() {
+                    "track_published" => {
+                        if let Some(reply_to) = &on_track_published {
+                            if let Some(message) = reply_to(&m) {
+                                let _ = reply.send(message);
+                            }
+                        }
+                    }
                     "subscribe_offer" => {
                         let offer =
                             RTCSessionDescription::offer(m["sdp"].as_str().unwrap().to_owned())
