@@ -160,7 +160,12 @@ test('one unmuted participant among four is the only active speaker', { timeout:
     }
     t.diagnostic(`ann is the only active speaker for ben, cat and dan ${ms} ms after everyone joined`);
     const level = (await speakingView(ben)).speakers[0].level;
-    t.diagnostic(`server's level for ann: ${level.toFixed(3)}; ${await levelReport()}`);
+    // The server forwards each packet's audio level (RFC 6464) under the subscriber's own
+    // extension id: the page sees it per synchronization source.
+    const levels = await receivedLevels(ben);
+    t.diagnostic(`server's level for ann: ${level.toFixed(3)}; audio levels as received by ben: ${fmtLevels(levels)}`);
+    assert.ok(levels.ann?.withLevel > 0, `ben's audio from ann carries no audio level: ${fmtLevels(levels)}`);
+    assert.ok(levels.ann.median <= 35, `ann is speaking, yet ben receives a median level of ${levels.ann.median} dBov`);
     for (const c of clients) await c.screenshot(`speakers-${c.name}`);
   });
 });

@@ -21,21 +21,30 @@ use webrtc::track::track_local::{TrackLocal, TrackLocalContext, TrackLocalWriter
 
 use switchyard_stats::{DropReason, Live, MediaStats};
 
-use super::uptrack::{LayerWish, UpTrack};
+use super::uptrack::{LayerWish, UpPacket, UpTrack};
 use crate::ids::ParticipantId;
 use crate::media::vp8;
 use crate::track::Outgoing;
 
 const SDES_MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// What the subscriber's answer negotiated for this track's packets.
+#[derive(Clone, Debug, PartialEq)]
+struct Negotiated {
+    ssrc: u32,
+    payload_type: u8,
+    /// The subscriber's id for the mid header extension, and the mid.
+    mid: Option<(u8, Bytes)>,
+    /// The subscriber's id for the audio-level extension, if it accepted it.
+    audio_level: Option<u8>,
+}
 
 /// Where and how this track's packets go once the subscriber's answer bound it.
 #[derive(Clone)]
 struct Binding {
-    ssrc: u32,
-    payload_type: u8,
+    negotiated: Negotiated,
     writer: Arc<dyn TrackLocalWriter + Send + Sync>,
-    /// The subscriber's id for the mid header extension, and the mid.
-    mid: Option<(u8, Bytes)>,
 }
 
 /// A per-subscriber local track: it writes exactly the packets its forwarder chose,
@@ -104,17 +113,23 @@ impl TrackLocal for DownTrackLocal {
     async fn bind(&self, t: &TrackLocalContext) -> webrtc::error::Result<RTCRtpCodecParameters> {
         let codec = matching_codec(&self.codec, t.codec_parameters())
             .ok_or(webrtc::Error::ErrUnsupportedCodec)?;
-        let mid = t
-            .header_extensions()
-            .iter()
-            .find(|e| e.uri == SDES_MID_URI)
+        let extension_id = |uri: &str| {
+            t.header_extensions()
+                .iter()
+                .find(|e| e.uri == uri)
+                .map(|e| e.id as u8)
+        };
+        let mid = extension_id(SDES_MID_URI)
             .zip(t.mid())
-            .map(|(e, mid)| (e.id as u8, Bytes::copy_from_slice(mid.as_bytes())));
+            .map(|(id, mid)| (id, Bytes::copy_from_slice(mid.as_bytes())));
         *self.binding.lock().unwrap_or_else(|e| e.into_inner()) = Some(Binding {
-            ssrc: t.ssrc(),
-            payload_type: codec.payload_type,
+            negotiated: Negotiated {
+                ssrc: t.ssrc(),
+                payload_type: codec.payload_type,
+                mid,
+                audio_level: extension_id(AUDIO_LEVEL_URI),
+            },
             writer: t.write_stream(),
-            mid,
         });
         Ok(codec)
     }
@@ -158,7 +173,7 @@ pub(crate) struct DownTrack {
     pub uptrack: Arc<UpTrack>,
     pub sender: Arc<RTCRtpSender>,
     /// Handed to the uptrack once the subscriber's answer bound the sender.
-    queue: Option<mpsc::Sender<Outgoing<Arc<Packet>>>>,
+    queue: Option<mpsc::Sender<Outgoing<Arc<UpPacket>>>>,
     /// The subscriber's latest `update_subscription` while not yet active: applied when
     /// forwarding starts, so a tile size sent before the answer is not lost.
     pending_wish: Option<LayerWish>,
@@ -224,38 +239,96 @@ impl DownTrack {
 
 async fn write_packets(
     local: Arc<DownTrackLocal>,
-    mut rx: mpsc::Receiver<Outgoing<Arc<Packet>>>,
+    mut rx: mpsc::Receiver<Outgoing<Arc<UpPacket>>>,
     stats: Arc<MediaStats>,
 ) {
     // Counted while the writer task exists (aborting it drops the guard).
     let _live = stats.live_guard(Live::DownTracks);
+    let mut rewriter = Rewriter::default();
     while let Some(out) = rx.recv().await {
         let Some(binding) = local.binding() else {
             // Not bound yet (the subscriber has not answered): nowhere to send it.
             stats.dropped.add(DropReason::WriteFailed);
             continue;
         };
-        let mut header = out.packet.header.clone();
-        header.sequence_number = out.forward.seq as u16;
-        header.timestamp = out.forward.ts as u32;
-        header.ssrc = binding.ssrc;
-        header.payload_type = binding.payload_type;
-        if let Some((id, mid)) = &binding.mid {
-            let _ = header.set_extension(*id, mid.clone());
-        }
-        let payload = match (out.forward.vp8, &out.vp8) {
-            (Some(rewrite), Some(descriptor)) => {
-                let mut copy = BytesMut::from(&out.packet.payload[..]);
-                vp8::rewrite(&mut copy, descriptor, rewrite.picture_id, rewrite.tl0picidx);
-                copy.freeze()
-            }
-            _ => out.packet.payload.clone(),
-        };
-        let bytes = payload.len();
-        match binding.writer.write_rtp(&Packet { header, payload }).await {
+        let packet = rewriter.rewrite(&out, &binding.negotiated);
+        let bytes = packet.payload.len();
+        let written = binding.writer.write_rtp(packet).await;
+        rewriter.release();
+        match written {
             Ok(_) => stats.forwarded.add(bytes),
             Err(_) => stats.dropped.add(DropReason::WriteFailed),
         }
+    }
+}
+
+/// Turns a forwarded packet into the one this subscriber receives, reusing its buffers
+/// from packet to packet: the header's extension list keeps its capacity, and a VP8
+/// payload whose descriptor must change is copied into a buffer that is reclaimed once
+/// the write is done. In steady state it allocates nothing.
+#[derive(Default)]
+struct Rewriter {
+    packet: Packet,
+    payload: BytesMut,
+}
+
+/// RFC 6464 audio-level bytes, so the extension's payload never needs an allocation.
+static AUDIO_LEVEL_BYTES: [u8; 256] = {
+    let mut bytes = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        bytes[i] = i as u8;
+        i += 1;
+    }
+    bytes
+};
+
+impl Rewriter {
+    fn rewrite(&mut self, out: &Outgoing<Arc<UpPacket>>, to: &Negotiated) -> &Packet {
+        let source = &out.packet.rtp;
+        let header = &mut self.packet.header;
+        header.version = source.header.version;
+        header.padding = source.header.padding;
+        header.marker = source.header.marker;
+        header.payload_type = to.payload_type;
+        header.sequence_number = out.forward.seq as u16;
+        header.timestamp = out.forward.ts as u32;
+        header.ssrc = to.ssrc;
+        if header.csrc != source.header.csrc {
+            header.csrc.clone_from(&source.header.csrc);
+        }
+        // The subscriber's own extension ids (the publisher's were stripped on receipt).
+        header.extension = false;
+        header.extension_profile = 0;
+        header.extensions.clear();
+        header.extensions_padding = 0;
+        if let Some((id, mid)) = &to.mid {
+            let _ = header.set_extension(*id, mid.clone());
+        }
+        if let (Some(id), Some(level)) = (to.audio_level, out.packet.audio_level) {
+            let byte = &AUDIO_LEVEL_BYTES[level as usize..level as usize + 1];
+            let _ = header.set_extension(id, Bytes::from_static(byte));
+        }
+        self.packet.payload = match (out.forward.vp8, &out.vp8) {
+            (Some(rewrite), Some(descriptor)) => {
+                self.payload.clear();
+                self.payload.extend_from_slice(&source.payload);
+                vp8::rewrite(
+                    &mut self.payload,
+                    descriptor,
+                    rewrite.picture_id,
+                    rewrite.tl0picidx,
+                );
+                self.payload.split().freeze()
+            }
+            _ => source.payload.clone(),
+        };
+        &self.packet
+    }
+
+    /// Drops this packet's payload so the next VP8 rewrite can reclaim its buffer.
+    fn release(&mut self) {
+        self.packet.payload = Bytes::new();
     }
 }
 
@@ -305,6 +378,104 @@ mod tests {
             payload_type: pt,
             ..Default::default()
         }
+    }
+
+    fn outgoing(
+        payload: &'static [u8],
+        audio_level: Option<u8>,
+        vp8: bool,
+    ) -> Outgoing<Arc<UpPacket>> {
+        let rtp = Packet {
+            header: webrtc::rtp::header::Header {
+                version: 2,
+                marker: true,
+                payload_type: 100,
+                sequence_number: 1,
+                timestamp: 1,
+                ssrc: 0xdead,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(payload),
+        };
+        let descriptor = vp8.then(|| vp8::parse(payload).unwrap());
+        Outgoing {
+            packet: Arc::new(UpPacket { rtp, audio_level }),
+            forward: crate::media::forwarder::Forward {
+                seq: 0x1_0005,
+                ts: 0x1_0000_0007,
+                vp8: vp8.then_some(vp8::Vp8Rewrite {
+                    picture_id: Some(0x1234),
+                    tl0picidx: None,
+                }),
+                switched: false,
+            },
+            vp8: descriptor,
+        }
+    }
+
+    fn negotiated(audio_level: Option<u8>) -> Negotiated {
+        Negotiated {
+            ssrc: 42,
+            payload_type: 111,
+            mid: Some((1, Bytes::from_static(b"3"))),
+            audio_level,
+        }
+    }
+
+    fn on_the_wire(packet: &Packet) -> Packet {
+        use webrtc::util::{Marshal, Unmarshal};
+        let wire = packet.marshal().unwrap();
+        Packet::unmarshal(&mut &wire[..]).unwrap()
+    }
+
+    #[test]
+    fn audio_gets_the_subscribers_ids_and_keeps_its_level() {
+        let mut rewriter = Rewriter::default();
+        let out = outgoing(&[1, 2, 3], Some(0x80 | 30), false);
+        let sent = on_the_wire(rewriter.rewrite(&out, &negotiated(Some(5))));
+        assert_eq!(sent.header.sequence_number, 5, "truncated extended seq");
+        assert_eq!(sent.header.timestamp, 7, "truncated extended timestamp");
+        assert_eq!(sent.header.ssrc, 42);
+        assert_eq!(sent.header.payload_type, 111);
+        assert!(sent.header.marker);
+        assert_eq!(sent.header.get_extension(1), Some(Bytes::from_static(b"3")));
+        assert_eq!(
+            sent.header.get_extension(5),
+            Some(Bytes::from_static(&[0x80 | 30]))
+        );
+        assert_eq!(&sent.payload[..], &[1, 2, 3]);
+
+        // A subscriber that did not negotiate audio levels gets none; nothing stale stays.
+        rewriter.release();
+        let sent = on_the_wire(rewriter.rewrite(&out, &negotiated(None)));
+        assert_eq!(sent.header.extensions.len(), 1);
+        assert_eq!(sent.header.get_extension(5), None);
+    }
+
+    #[test]
+    fn vp8_descriptor_is_rewritten_in_a_reused_buffer() {
+        // X=1, S=1; I=1; 15-bit PictureID 0x0102; then payload bytes.
+        static PAYLOAD: [u8; 8] = [0x90, 0x80, 0x81, 0x02, 0xAA, 0xBB, 0xCC, 0xDD];
+        let out = outgoing(&PAYLOAD, None, true);
+        let mut rewriter = Rewriter::default();
+        let first = rewriter.rewrite(&out, &negotiated(None)).payload.clone();
+        assert_eq!(
+            &first[..],
+            &[0x90, 0x80, 0x80 | 0x12, 0x34, 0xAA, 0xBB, 0xCC, 0xDD]
+        );
+        assert_eq!(
+            &out.packet.rtp.payload[..],
+            &PAYLOAD,
+            "the shared packet is untouched"
+        );
+        let first_ptr = first.as_ptr();
+        drop(first);
+        rewriter.release();
+        let second = rewriter.rewrite(&out, &negotiated(None)).payload.as_ptr();
+        assert_eq!(
+            second, first_ptr,
+            "the buffer is reclaimed, not reallocated"
+        );
     }
 
     #[test]

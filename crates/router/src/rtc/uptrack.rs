@@ -29,6 +29,15 @@ use crate::media::speaker::{parse_audio_level, ActiveSpeakerDetector};
 use crate::media::vp8;
 use crate::track::{Incoming, Outgoing, TrackCore, DROP_REASONS};
 
+/// A received packet as every subscriber's writer sees it: the publisher's header
+/// extensions stripped (their ids mean nothing to a subscriber) and what of them is
+/// forwarded kept aside, for each writer to put back under the subscriber's own ids.
+pub(crate) struct UpPacket {
+    pub rtp: Packet,
+    /// The audio-level extension's byte (RFC 6464: V flag and -dBov level), if it came.
+    pub audio_level: Option<u8>,
+}
+
 /// The room's active-speaker detector, fed by its audio tracks.
 pub(crate) type Speakers = Arc<Mutex<ActiveSpeakerDetector<ParticipantId>>>;
 
@@ -43,7 +52,7 @@ pub struct UpTrack {
     codec_kind: Codec,
     /// Simulcast layers the publisher declared, lowest first (empty without simulcast).
     pub layers: Vec<LayerInfo>,
-    core: Mutex<TrackCore<Arc<Packet>>>,
+    core: Mutex<TrackCore<Arc<UpPacket>>>,
     ssrcs: Arc<[AtomicU32; MAX_LAYERS]>,
     keyframe_requests: Option<mpsc::Sender<Layer>>,
     muted: AtomicBool,
@@ -139,7 +148,7 @@ impl UpTrack {
         });
     }
 
-    fn core(&self) -> MutexGuard<'_, TrackCore<Arc<Packet>>> {
+    fn core(&self) -> MutexGuard<'_, TrackCore<Arc<UpPacket>>> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -155,13 +164,12 @@ impl UpTrack {
             };
             let now = Instant::now().into_std();
             self.stats.received.add(packet.payload.len());
-            if let (Some(speakers), Some(ext)) = (&self.speakers, audio_level_ext) {
+            let audio_level_byte = audio_level_ext
+                .and_then(|ext| packet.header.get_extension(ext))
+                .and_then(|payload| payload.first().copied());
+            if let (Some(speakers), Some(byte)) = (&self.speakers, audio_level_byte) {
                 if !self.muted.load(Ordering::Relaxed) {
-                    if let Some(level) = packet
-                        .header
-                        .get_extension(ext)
-                        .and_then(|p| parse_audio_level(&p))
-                    {
+                    if let Some(level) = parse_audio_level(&[byte]) {
                         speakers.lock().unwrap_or_else(|e| e.into_inner()).observe(
                             &self.publisher,
                             level,
@@ -197,7 +205,10 @@ impl UpTrack {
                 padding_only: packet.payload.is_empty(),
                 vp8,
                 bytes: packet.payload.len(),
-                packet: Arc::new(packet),
+                packet: Arc::new(UpPacket {
+                    rtp: packet,
+                    audio_level: audio_level_byte,
+                }),
                 now,
             };
             let outcome = {
@@ -232,7 +243,7 @@ impl UpTrack {
     pub(crate) fn subscribe(
         &self,
         subscriber: ParticipantId,
-        queue: mpsc::Sender<Outgoing<Arc<Packet>>>,
+        queue: mpsc::Sender<Outgoing<Arc<UpPacket>>>,
         wish: Option<LayerWish>,
     ) {
         let mut core = self.core();
