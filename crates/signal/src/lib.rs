@@ -1,10 +1,11 @@
 //! Switchyard's signaling protocol: the JSON messages exchanged over the `/rtc` WebSocket
 //! ([`protocol`]) and the per-connection rules that decide what a client may send when
 //! ([`session`]). Sans-IO: no sockets, no tasks; the server feeds text in and sends what
-//! comes out.
+//! comes out. [`token`] holds the access tokens that `join` and the admin API check.
 
 pub mod protocol;
 pub mod session;
+pub mod token;
 
 pub use protocol::*;
 pub use session::{Inbound, Session, SessionLimits, SignalError};
