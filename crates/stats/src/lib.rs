@@ -144,6 +144,19 @@ pub struct MediaStats {
     pub keyframe_requests_received: AtomicU64,
     /// Packets resent to subscribers from the router's cache after a NACK.
     pub retransmissions_sent: AtomicU64,
+    /// Webhook deliveries (the server's webhook dispatcher counts them).
+    pub webhooks: WebhookCounters,
+}
+
+/// Webhook requests by outcome.
+#[derive(Debug, Default)]
+pub struct WebhookCounters {
+    /// Events the receiver accepted (2xx).
+    pub delivered: AtomicU64,
+    /// Attempts that failed (connection error, timeout, non-2xx); each retry counts again.
+    pub failed_attempts: AtomicU64,
+    /// Events given up after the last retry, or dropped because the queue was full.
+    pub dropped: AtomicU64,
 }
 
 impl MediaStats {
