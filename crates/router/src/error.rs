@@ -11,6 +11,14 @@ pub enum RouterError {
     ParticipantGone,
     #[error("unknown track `{0}`")]
     UnknownTrack(String),
+    #[error("the access token does not allow {0}")]
+    Forbidden(&'static str),
+    #[error("no room `{0}`")]
+    UnknownRoom(String),
+    #[error("room `{0}` already exists")]
+    RoomExists(String),
+    #[error("no participant `{0}` in this room")]
+    UnknownParticipant(String),
     #[error("track `{0}` is already published in this room")]
     DuplicateTrack(String),
     #[error("invalid SDP: {0}")]
@@ -31,11 +39,15 @@ impl RouterError {
         match self {
             RouterError::RoomFull(_) => ErrorCode::RoomFull,
             RouterError::UnknownTrack(_) => ErrorCode::UnknownTrack,
+            RouterError::Forbidden(_) => ErrorCode::Forbidden,
             RouterError::DuplicateTrack(_) | RouterError::UnexpectedMessage(..) => {
                 ErrorCode::BadRequest
             }
             RouterError::InvalidSdp(_) => ErrorCode::InvalidSdp,
             RouterError::InvalidCandidate(_) => ErrorCode::InvalidCandidate,
+            RouterError::UnknownRoom(_)
+            | RouterError::RoomExists(_)
+            | RouterError::UnknownParticipant(_) => ErrorCode::BadRequest,
             RouterError::RoomClosed
             | RouterError::ParticipantGone
             | RouterError::Webrtc(_)

@@ -5,7 +5,9 @@
 //! webrtc-rs, `now` passed in) tested synchronously; `room` runs one task per room that
 //! applies those decisions; [`rtc`] is the only module that touches webrtc-rs.
 
+pub mod admin;
 pub mod error;
+pub mod events;
 
 pub mod ids;
 pub mod keyframe;
@@ -19,16 +21,19 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use switchyard_signal::{ClientMessage, IceServer, ServerMessage};
 use switchyard_stats::MediaStats;
 
+pub use admin::{ParticipantView, RoomInfo, RoomOptions, RoomStats, TrackView};
 pub use error::{Result, RouterError};
+pub use events::{EventKind, RouterEvent};
 pub use ids::{ParticipantId, RoomId, TrackId};
+pub use room_state::{Joiner, Permissions};
 pub use rtc::engine::{RtcEngine, RtcSettings};
 
-use room::{RoomCommand, RoomHandle};
+use room::{AdminCommand, RoomCommand, RoomHandle};
 use rtc::participant::{ParticipantCommand, ParticipantTx};
 
 /// Where the router sends a participant's signaling messages (its session drains it).
@@ -37,7 +42,10 @@ pub type SignalTx = mpsc::Sender<ServerMessage>;
 /// Room-level settings from the server's config.
 #[derive(Debug, Clone)]
 pub struct RoomSettings {
+    /// For rooms a join opens, and the default for rooms the admin API creates.
     pub max_participants: usize,
+    /// Default empty timeout of rooms the admin API creates, in seconds.
+    pub empty_timeout_secs: u64,
     /// ICE servers handed to clients in `joined`.
     pub ice_servers: Vec<IceServer>,
 }
@@ -46,6 +54,7 @@ impl Default for RoomSettings {
     fn default() -> Self {
         RoomSettings {
             max_participants: 100,
+            empty_timeout_secs: 300,
             ice_servers: Vec::new(),
         }
     }
@@ -57,6 +66,7 @@ pub(crate) struct RouterShared {
     stats: Arc<MediaStats>,
     rooms: Mutex<HashMap<RoomId, RoomHandle>>,
     next_generation: AtomicU64,
+    events: broadcast::Sender<RouterEvent>,
 }
 
 impl RouterShared {
@@ -83,6 +93,7 @@ impl Router {
                 stats,
                 rooms: Mutex::new(HashMap::new()),
                 next_generation: AtomicU64::new(1),
+                events: broadcast::channel(events::EVENT_BUFFER).0,
             }),
         }
     }
@@ -99,12 +110,172 @@ impl Router {
         self.shared.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Room lifecycle, participant and track events, in the order they happened.
+    pub fn events(&self) -> broadcast::Receiver<RouterEvent> {
+        self.shared.events.subscribe()
+    }
+
+    fn spawn_room(&self, room: &RoomId, options: RoomOptions) -> RoomHandle {
+        let generation = self.shared.next_generation.fetch_add(1, Ordering::Relaxed);
+        room::spawn(room.clone(), options, generation, self.shared.clone())
+    }
+
+    fn handle(&self, room: &RoomId) -> Result<RoomHandle> {
+        self.rooms()
+            .get(room)
+            .cloned()
+            .ok_or_else(|| RouterError::UnknownRoom(room.to_string()))
+    }
+
+    /// Opens a room ahead of its first participant (admin API).
+    pub async fn create_room(&self, room: RoomId, options: RoomOptions) -> Result<RoomInfo> {
+        let handle = {
+            let mut rooms = self.rooms();
+            if rooms.contains_key(&room) {
+                return Err(RouterError::RoomExists(room.to_string()));
+            }
+            let handle = self.spawn_room(&room, options);
+            rooms.insert(room.clone(), handle.clone());
+            handle
+        };
+        ask(&handle, AdminCommand::Info)
+            .await
+            .ok_or(RouterError::RoomClosed)
+    }
+
+    /// The room options a join-opened room gets, and the defaults for created ones.
+    pub fn default_room_options(&self) -> RoomOptions {
+        RoomOptions {
+            max_participants: self.shared.config.max_participants,
+            empty_timeout_secs: self.shared.config.empty_timeout_secs,
+            metadata: String::new(),
+        }
+    }
+
+    /// Every open room, by name.
+    pub async fn list_rooms(&self) -> Vec<RoomInfo> {
+        let handles: Vec<RoomHandle> = self.rooms().values().cloned().collect();
+        let mut infos = Vec::with_capacity(handles.len());
+        for handle in handles {
+            // A room closing meanwhile simply drops out of the list.
+            if let Some(info) = ask(&handle, AdminCommand::Info).await {
+                infos.push(info);
+            }
+        }
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        infos
+    }
+
+    pub async fn room_info(&self, room: &RoomId) -> Result<RoomInfo> {
+        let handle = self.handle(room)?;
+        ask(&handle, AdminCommand::Info)
+            .await
+            .ok_or_else(|| RouterError::UnknownRoom(room.to_string()))
+    }
+
+    /// Disconnects everyone (`disconnected {reason: room_deleted}`) and closes the room.
+    pub async fn delete_room(&self, room: &RoomId) -> Result<()> {
+        let handle = self.handle(room)?;
+        ask(&handle, AdminCommand::Delete)
+            .await
+            .ok_or_else(|| RouterError::UnknownRoom(room.to_string()))
+    }
+
+    pub async fn update_room(
+        &self,
+        room: &RoomId,
+        metadata: Option<String>,
+        max_participants: Option<usize>,
+    ) -> Result<RoomInfo> {
+        let handle = self.handle(room)?;
+        ask(&handle, |reply| AdminCommand::Update {
+            metadata,
+            max_participants,
+            reply,
+        })
+        .await
+        .ok_or_else(|| RouterError::UnknownRoom(room.to_string()))
+    }
+
+    pub async fn room_stats(&self, room: &RoomId) -> Result<RoomStats> {
+        let handle = self.handle(room)?;
+        ask(&handle, AdminCommand::Stats)
+            .await
+            .ok_or_else(|| RouterError::UnknownRoom(room.to_string()))
+    }
+
+    pub async fn participants(&self, room: &RoomId) -> Result<Vec<ParticipantView>> {
+        let handle = self.handle(room)?;
+        ask(&handle, AdminCommand::Participants)
+            .await
+            .ok_or_else(|| RouterError::UnknownRoom(room.to_string()))
+    }
+
+    pub async fn participant(&self, room: &RoomId, identity: &str) -> Result<ParticipantView> {
+        let handle = self.handle(room)?;
+        let identity = identity.to_owned();
+        ask(&handle, |reply| AdminCommand::Participant {
+            identity,
+            reply,
+        })
+        .await
+        .ok_or_else(|| RouterError::UnknownRoom(room.to_string()))?
+    }
+
+    /// Disconnects one participant (`disconnected {reason: removed}`).
+    pub async fn remove_participant(&self, room: &RoomId, identity: &str) -> Result<()> {
+        let handle = self.handle(room)?;
+        let identity = identity.to_owned();
+        ask(&handle, |reply| AdminCommand::Remove { identity, reply })
+            .await
+            .ok_or_else(|| RouterError::UnknownRoom(room.to_string()))?
+    }
+
+    /// Mutes or unmutes a published track from the server side: forwarding stops or
+    /// resumes and everyone hears `track_muted`.
+    pub async fn mute_track(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        track: TrackId,
+        muted: bool,
+    ) -> Result<TrackView> {
+        let handle = self.handle(room)?;
+        let identity = identity.to_owned();
+        ask(&handle, |reply| AdminCommand::MuteTrack {
+            identity,
+            track,
+            muted,
+            reply,
+        })
+        .await
+        .ok_or_else(|| RouterError::UnknownRoom(room.to_string()))?
+    }
+
+    /// Changes what a participant may do, live.
+    pub async fn set_permissions(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        permissions: Permissions,
+    ) -> Result<ParticipantView> {
+        let handle = self.handle(room)?;
+        let identity = identity.to_owned();
+        ask(&handle, |reply| AdminCommand::SetPermissions {
+            identity,
+            permissions,
+            reply,
+        })
+        .await
+        .ok_or_else(|| RouterError::UnknownRoom(room.to_string()))?
+    }
+
     /// Admits a participant to `room` (opening it if needed). The room sends `joined` and
     /// everything after it through `signal`.
     pub async fn join(
         &self,
         room: RoomId,
-        name: String,
+        joiner: Joiner,
         signal: SignalTx,
     ) -> Result<ParticipantSession> {
         let id = ParticipantId::generate();
@@ -113,19 +284,23 @@ impl Router {
         for _ in 0..4 {
             let handle = {
                 let mut rooms = self.rooms();
-                rooms
-                    .entry(room.clone())
-                    .or_insert_with(|| {
-                        let generation =
-                            self.shared.next_generation.fetch_add(1, Ordering::Relaxed);
-                        room::spawn(room.clone(), generation, self.shared.clone())
-                    })
-                    .clone()
+                if let Some(handle) = rooms.get(&room) {
+                    handle.clone()
+                } else {
+                    // A room a join opens closes as soon as it is empty again.
+                    let options = RoomOptions {
+                        empty_timeout_secs: 0,
+                        ..self.default_room_options()
+                    };
+                    let handle = self.spawn_room(&room, options);
+                    rooms.insert(room.clone(), handle.clone());
+                    handle
+                }
             };
             let (reply, answer) = oneshot::channel();
             let sent = handle.tx.send(RoomCommand::Join {
                 id: id.clone(),
-                name: name.clone(),
+                joiner: joiner.clone(),
                 signal: signal.clone(),
                 reply,
             });
@@ -154,6 +329,16 @@ impl Router {
             let _ = handle.tx.send(RoomCommand::Close);
         }
     }
+}
+
+/// Sends a room an admin request and waits for its answer; `None` if the room closed.
+async fn ask<T>(
+    handle: &RoomHandle,
+    command: impl FnOnce(oneshot::Sender<T>) -> AdminCommand,
+) -> Option<T> {
+    let (reply, answer) = oneshot::channel();
+    handle.tx.send(RoomCommand::Admin(command(reply))).ok()?;
+    answer.await.ok()
 }
 
 /// A joined participant, as its signaling session holds it. Dropping it leaves the room.

@@ -59,6 +59,8 @@ struct LayerRx<P> {
 struct Subscription<P> {
     subscriber: ParticipantId,
     forwarder: Forwarder,
+    /// What the subscriber wants; the forwarder gets it unless the track is muted.
+    wanted: Option<Layer>,
     queue: mpsc::Sender<Outgoing<P>>,
 }
 
@@ -97,6 +99,8 @@ pub struct TrackCore<P> {
     layers: [LayerRx<P>; MAX_LAYERS],
     monitor: LayerMonitor,
     subscriptions: Vec<Subscription<P>>,
+    /// A muted track forwards nothing; unmuting resumes each subscriber at a keyframe.
+    muted: bool,
 }
 
 impl<P: Clone> TrackCore<P> {
@@ -112,6 +116,7 @@ impl<P: Clone> TrackCore<P> {
             }),
             monitor: LayerMonitor::new(layer_timeout),
             subscriptions: Vec::new(),
+            muted: false,
         }
     }
 
@@ -128,9 +133,11 @@ impl<P: Clone> TrackCore<P> {
         desired: Option<Layer>,
     ) {
         self.unsubscribe(&subscriber);
+        let forwarded = if self.muted { None } else { desired };
         self.subscriptions.push(Subscription {
             subscriber,
-            forwarder: Forwarder::new(self.clock_rate, desired),
+            forwarder: Forwarder::new(self.clock_rate, forwarded),
+            wanted: desired,
             queue,
         });
     }
@@ -141,12 +148,29 @@ impl<P: Clone> TrackCore<P> {
 
     /// Changes what `subscriber` wants; false if it is not subscribed.
     pub fn set_desired(&mut self, subscriber: &ParticipantId, desired: Option<Layer>) -> bool {
+        let muted = self.muted;
         match self.subscription(subscriber) {
             Some(s) => {
-                s.forwarder.set_desired(desired);
+                s.wanted = desired;
+                if !muted {
+                    s.forwarder.set_desired(desired);
+                }
                 true
             }
             None => false,
+        }
+    }
+
+    /// Mutes or unmutes the whole track: muted, every subscriber is paused as with `off`
+    /// (so unmuting resumes each at a keyframe, with no gap in its sequence numbers), and
+    /// what subscribers ask for meanwhile is kept for the unmute.
+    pub fn set_muted(&mut self, muted: bool) {
+        if self.muted == muted {
+            return;
+        }
+        self.muted = muted;
+        for s in &mut self.subscriptions {
+            s.forwarder.set_desired(if muted { None } else { s.wanted });
         }
     }
 
@@ -402,5 +426,36 @@ mod tests {
         assert_eq!(core.subscriber_count(), 3);
         core.unsubscribe(&ParticipantId::new("off"));
         assert_eq!(core.subscriber_count(), 2);
+    }
+
+    #[test]
+    fn muting_pauses_everyone_and_unmuting_resumes_at_a_keyframe_without_a_gap() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut core = TrackCore::new(90_000, 512, Duration::from_secs(1));
+        let (tx, mut rx) = mpsc::channel(64);
+        core.subscribe(ParticipantId::new("s"), tx, Some(0));
+        core.on_packet(incoming(0, 1, true, ms(0)));
+        core.on_packet(incoming(0, 2, false, ms(10)));
+        let before: Vec<u64> = drain(&mut rx).iter().map(|o| o.forward.seq).collect();
+        assert_eq!(before.len(), 2);
+
+        core.set_muted(true);
+        let outcome = core.on_packet(incoming(0, 3, false, ms(20)));
+        assert_eq!(outcome.forwarded, 0);
+        // Asking for a layer while muted does not unmute.
+        assert!(core.set_desired(&ParticipantId::new("s"), Some(0)));
+        core.on_packet(incoming(0, 4, true, ms(30)));
+        assert!(drain(&mut rx).is_empty());
+
+        core.set_muted(false);
+        core.on_packet(incoming(0, 5, false, ms(40)));
+        assert!(drain(&mut rx).is_empty(), "waits for a keyframe");
+        core.on_packet(incoming(0, 6, true, ms(50)));
+        core.on_packet(incoming(0, 7, false, ms(60)));
+        let after: Vec<u64> = drain(&mut rx).iter().map(|o| o.forward.seq).collect();
+        // Continues right after the last packet sent before the mute: no gap a receiver
+        // would count as loss.
+        assert_eq!(after, vec![before[1] + 1, before[1] + 2]);
     }
 }

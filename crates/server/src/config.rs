@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_signal::token::{ApiKeys, DEV_API_KEY, DEV_API_SECRET};
 use switchyard_signal::{IceServer, SessionLimits};
 
 /// The embedded default configuration (`config/switchyard.toml`).
@@ -22,6 +23,7 @@ pub struct Config {
     pub rtc: RtcConfig,
     pub signal: SignalConfig,
     pub room: RoomConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
 }
 
@@ -57,7 +59,36 @@ pub struct SignalConfig {
 #[serde(deny_unknown_fields)]
 pub struct RoomConfig {
     pub max_participants: usize,
+    pub empty_timeout_secs: u64,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub dev_mode: bool,
+    pub keys: Vec<ApiKeyConfig>,
+    pub dev_token_ttl_secs: u64,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub key: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ApiKeyConfig {
+    // --print-config and logs must never show a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("key", &self.key)
+            .field("secret", &"<hidden>")
+            .finish()
+    }
+}
+
+/// Shortest secret accepted for a configured API key (HS256 wants at least 256 bits).
+pub const MIN_SECRET_LEN: usize = 32;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,10 +203,46 @@ impl Config {
                 return invalid("rtc.ice_servers", "every ICE server needs at least one URL");
             }
         }
+        for key in &self.auth.keys {
+            if key.key.is_empty() {
+                return invalid("auth.keys", "every API key needs a non-empty `key`");
+            }
+            if key.secret.len() < MIN_SECRET_LEN {
+                return Err(ConfigError::Invalid {
+                    key: "auth.keys".into(),
+                    message: format!(
+                        "the secret of API key `{}` is shorter than {MIN_SECRET_LEN} characters",
+                        key.key
+                    ),
+                });
+            }
+        }
+        if !self.auth.dev_mode && self.auth.keys.is_empty() {
+            return invalid(
+                "auth.keys",
+                "dev mode is off and no API key is configured: nobody could join",
+            );
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &e.to_string());
         }
         Ok(())
+    }
+
+    /// The keys tokens are checked against: the configured ones, and the development key
+    /// in dev mode.
+    pub fn api_keys(&self) -> ApiKeys {
+        let dev = self
+            .auth
+            .dev_mode
+            .then(|| (DEV_API_KEY.to_owned(), DEV_API_SECRET.to_owned()));
+        ApiKeys::new(
+            self.auth
+                .keys
+                .iter()
+                .map(|k| (k.key.clone(), k.secret.clone()))
+                .chain(dev),
+        )
     }
 
     pub fn udp_bind(&self) -> SocketAddr {
@@ -204,6 +271,7 @@ impl Config {
     pub fn room_settings(&self) -> switchyard_router::RoomSettings {
         switchyard_router::RoomSettings {
             max_participants: self.room.max_participants,
+            empty_timeout_secs: self.room.empty_timeout_secs,
             ice_servers: self.rtc.ice_servers.clone(),
         }
     }
@@ -391,5 +459,52 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("room.max_participants"), "{e}");
+    }
+
+    #[test]
+    fn api_keys_from_the_environment_and_their_rules() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let c = Config::load(
+            None,
+            env(&[
+                ("SWITCHYARD_AUTH_DEV_MODE", "false"),
+                (
+                    "SWITCHYARD_AUTH_KEYS",
+                    &format!(r#"[{{"key": "prod", "secret": "{secret}"}}]"#),
+                ),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let keys = c.api_keys();
+        assert_eq!(keys.secret("prod"), Some(secret));
+        assert_eq!(
+            keys.secret(DEV_API_KEY),
+            None,
+            "no dev key outside dev mode"
+        );
+        assert!(!format!("{c:?}").contains(secret), "secrets never printed");
+
+        let dev = Config::embedded_default();
+        assert!(dev.auth.dev_mode);
+        assert_eq!(dev.api_keys().secret(DEV_API_KEY), Some(DEV_API_SECRET));
+
+        let short = Config::load(
+            None,
+            env(&[(
+                "SWITCHYARD_AUTH_KEYS",
+                r#"[{"key": "k", "secret": "short"}]"#,
+            )]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(short.to_string().contains("auth.keys"), "{short}");
+        let nobody = Config::load(
+            None,
+            env(&[("SWITCHYARD_AUTH_DEV_MODE", "false")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(nobody.to_string().contains("nobody could join"), "{nobody}");
     }
 }

@@ -1,6 +1,7 @@
 //! The Switchyard server: configuration, the HTTP app (signaling WebSocket, web client),
 //! start-up and graceful shutdown. `main.rs` only parses the command line.
 
+pub mod auth;
 pub mod config;
 mod web;
 pub mod ws;
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use switchyard_router::{Router, RtcEngine};
+use switchyard_signal::token::ApiKeys;
 use switchyard_stats::MediaStats;
 
 pub use config::Config;
@@ -23,6 +25,8 @@ pub use config::Config;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// The API keys tokens are checked against (with the dev key in dev mode).
+    pub keys: Arc<ApiKeys>,
     pub router: Router,
     /// Flips to `true` when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
@@ -89,12 +93,22 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let state = AppState {
             config: self.config.clone(),
+            keys: Arc::new(self.config.api_keys()),
             router: self.router.clone(),
             shutdown: shutdown_rx.clone(),
         };
-        let app = axum::Router::new()
+        let mut app = axum::Router::new()
             .route("/rtc", get(ws::upgrade))
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", get(|| async { "ok\n" }));
+        if self.config.auth.dev_mode {
+            tracing::warn!(
+                "DEVELOPMENT MODE: the well-known API key `devkey` is accepted and GET /dev/token \
+                 hands out join tokens to anyone. Set auth.dev_mode = false and configure \
+                 auth.keys before exposing this server."
+            );
+            app = app.route("/dev/token", get(auth::dev_token));
+        }
+        let app = app
             .route("/", get(web::index))
             .route("/{*path}", get(web::file))
             .with_state(state);

@@ -10,7 +10,9 @@ use tokio::sync::mpsc;
 use switchyard_router::{ParticipantSession, RoomId, SignalTx};
 use switchyard_signal::{ClientMessage, ErrorCode, Inbound, ServerMessage, Session};
 
+use crate::auth::authorize_join;
 use crate::AppState;
+use switchyard_signal::token::unix_now;
 
 /// Close code for a message over the size limit (RFC 6455 "message too big").
 pub const CLOSE_TOO_BIG: u16 = 1009;
@@ -47,9 +49,26 @@ async fn run_session(socket: WebSocket, app: AppState) {
                         Inbound::TooLarge => break Some((CLOSE_TOO_BIG, "message too big")),
                         Inbound::Reply(message) => Some(message),
                         Inbound::Reject(e) => Some(e.to_message()),
-                        Inbound::Message(ClientMessage::Join { room, name, .. }) => {
+                        Inbound::Message(ClientMessage::Join { room, name, token }) => {
                             let Some(tx) = own_signal_tx.clone() else { continue };
-                            match app.router.join(RoomId::new(room), name, tx).await {
+                            let joiner = match authorize_join(
+                                &app.keys,
+                                token.as_deref(),
+                                &room,
+                                &name,
+                                unix_now(),
+                            ) {
+                                Ok(joiner) => joiner,
+                                Err(refused) => {
+                                    tracing::info!(%room, reason = %refused.message, "join refused");
+                                    let reply = ServerMessage::error(refused.code, refused.message);
+                                    if sink.send(Message::Text(reply.to_json().into())).await.is_err() {
+                                        break None;
+                                    }
+                                    continue;
+                                }
+                            };
+                            match app.router.join(RoomId::new(room), joiner, tx).await {
                                 Ok(p) => {
                                     session.joined();
                                     participant = Some(p);
@@ -85,7 +104,14 @@ async fn run_session(socket: WebSocket, app: AppState) {
                 }
             },
             outgoing = signal_rx.recv(), if participant.is_some() => match outgoing {
-                Some(message) => Some(message),
+                Some(message) => {
+                    // The router's last word before it lets this participant go.
+                    if ends_session(&message) {
+                        let _ = sink.send(Message::Text(message.to_json().into())).await;
+                        break Some((1000, "disconnected by the server"));
+                    }
+                    Some(message)
+                }
                 None => break Some((1011, "removed from the room")),
             },
             _ = shutdown.changed() => break Some((CLOSE_GOING_AWAY, "server shutting down")),
@@ -109,6 +135,18 @@ async fn run_session(socket: WebSocket, app: AppState) {
             })))
             .await;
     }
+}
+
+/// Messages after which the router drops the participant: the socket closes normally.
+fn ends_session(message: &ServerMessage) -> bool {
+    matches!(
+        message,
+        ServerMessage::Disconnected { .. }
+            | ServerMessage::Error {
+                code: ErrorCode::DuplicateIdentity,
+                ..
+            }
+    )
 }
 
 /// Whether a read error is the transport refusing a message over the size limit.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{recv_json, recv_type, send_json, wait_until, RtcClient, TestServer, Ws};
+use common::{dev_token, recv_json, recv_type, send_json, wait_until, RtcClient, TestServer, Ws};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -34,7 +34,11 @@ async fn assert_alive(ws: &mut Ws) {
 }
 
 async fn join(ws: &mut Ws, room: &str, name: &str) -> Value {
-    send_json(ws, json!({"type": "join", "room": room, "name": name})).await;
+    send_json(
+        ws,
+        json!({"type": "join", "room": room, "name": name, "token": dev_token(room, name)}),
+    )
+    .await;
     recv_type(ws, "joined", WAIT).await
 }
 
@@ -209,7 +213,7 @@ async fn room_limit_is_enforced_with_room_full() {
     join(&mut b, "small", "b").await;
     send_json(
         &mut c,
-        json!({"type": "join", "room": "small", "name": "c"}),
+        json!({"type": "join", "room": "small", "name": "c", "token": dev_token("small", "c")}),
     )
     .await;
     expect_error(&mut c, "room_full").await;

@@ -95,9 +95,13 @@ pub struct ActiveSpeaker {
     pub level: f32,
 }
 
+/// A participant: `id` names this session (a new one per join), `identity` the user
+/// (from the access token; unique in the room).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
     pub id: String,
+    #[serde(default)]
+    pub identity: String,
     pub name: String,
 }
 
@@ -105,8 +109,20 @@ pub struct ParticipantInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteParticipant {
     pub id: String,
+    #[serde(default)]
+    pub identity: String,
     pub name: String,
     pub tracks: Vec<TrackInfo>,
+}
+
+/// Why the server ended a participant's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisconnectReason {
+    /// An operator removed the participant (admin API).
+    Removed,
+    /// An operator deleted the room.
+    RoomDeleted,
 }
 
 /// An ICE server for the client's `RTCPeerConnection` configuration.
@@ -191,9 +207,20 @@ impl ClientMessage {
 pub enum ServerMessage {
     Joined {
         room: String,
+        /// The room's metadata, as the operator set it (empty when unset).
+        #[serde(default)]
+        room_metadata: String,
         participant: ParticipantInfo,
         participants: Vec<RemoteParticipant>,
         ice_servers: Vec<IceServer>,
+    },
+    /// The operator changed the room's metadata.
+    RoomUpdated {
+        metadata: String,
+    },
+    /// The server ends this session (the socket closes right after).
+    Disconnected {
+        reason: DisconnectReason,
     },
     PublishAnswer {
         sdp: String,
@@ -268,6 +295,12 @@ pub enum ErrorCode {
     InvalidCandidate,
     /// A `mute` for a track this participant does not publish.
     UnknownTrack,
+    /// `join` without a valid access token for that room.
+    Unauthorized,
+    /// The token does not grant this (e.g. `publish_offer` without `can_publish`).
+    Forbidden,
+    /// Another session joined with the same identity; this one is closed.
+    DuplicateIdentity,
     /// The server could not complete the request; nothing the client sent was wrong.
     Internal,
 }
@@ -282,6 +315,9 @@ impl ErrorCode {
             ErrorCode::InvalidSdp => "invalid_sdp",
             ErrorCode::InvalidCandidate => "invalid_candidate",
             ErrorCode::UnknownTrack => "unknown_track",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::DuplicateIdentity => "duplicate_identity",
             ErrorCode::Internal => "internal",
         }
     }
@@ -378,14 +414,17 @@ mod tests {
     fn all_server_messages() -> Vec<ServerMessage> {
         let p = ParticipantInfo {
             id: "PA_1".into(),
+            identity: "ann".into(),
             name: "Ann".into(),
         };
         vec![
             ServerMessage::Joined {
                 room: "r".into(),
+                room_metadata: "{\"topic\": \"standup\"}".into(),
                 participant: p.clone(),
                 participants: vec![RemoteParticipant {
                     id: "PA_2".into(),
+                    identity: "bo".into(),
                     name: "Bo".into(),
                     tracks: vec![track()],
                 }],
@@ -424,7 +463,14 @@ mod tests {
                     level: 0.5,
                 }],
             },
+            ServerMessage::RoomUpdated {
+                metadata: "m".into(),
+            },
+            ServerMessage::Disconnected {
+                reason: DisconnectReason::RoomDeleted,
+            },
             ServerMessage::error(ErrorCode::BadRequest, "nope"),
+            ServerMessage::error(ErrorCode::DuplicateIdentity, "replaced"),
             ServerMessage::Pong {},
         ]
     }

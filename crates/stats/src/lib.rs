@@ -3,6 +3,8 @@
 //! Counters are plain atomics updated with `Relaxed` ordering: the hot path never takes a
 //! lock to count. No I/O here; exporting (Prometheus) reads these.
 
+pub mod rate;
+
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 

@@ -19,6 +19,7 @@ use webrtc::rtp_transceiver::rtp_codec::{
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::{TrackLocal, TrackLocalContext, TrackLocalWriter};
 
+use switchyard_stats::rate::TrackTraffic;
 use switchyard_stats::{DropReason, Live, MediaStats};
 
 use super::uptrack::{LayerWish, UpPacket, UpTrack};
@@ -193,7 +194,12 @@ impl DownTrack {
         stats: Arc<MediaStats>,
     ) -> DownTrack {
         let (tx, rx) = mpsc::channel(queue_packets.max(1));
-        let writer = tokio::spawn(write_packets(local, rx, stats.clone()));
+        let writer = tokio::spawn(write_packets(
+            local,
+            rx,
+            stats.clone(),
+            uptrack.traffic.clone(),
+        ));
         let rtcp_reader = tokio::spawn(read_subscriber_rtcp(
             sender.clone(),
             Arc::downgrade(&uptrack),
@@ -241,6 +247,7 @@ async fn write_packets(
     local: Arc<DownTrackLocal>,
     mut rx: mpsc::Receiver<Outgoing<Arc<UpPacket>>>,
     stats: Arc<MediaStats>,
+    traffic: Arc<TrackTraffic>,
 ) {
     // Counted while the writer task exists (aborting it drops the guard).
     let _live = stats.live_guard(Live::DownTracks);
@@ -256,7 +263,10 @@ async fn write_packets(
         let written = binding.writer.write_rtp(packet).await;
         rewriter.release();
         match written {
-            Ok(_) => stats.forwarded.add(bytes),
+            Ok(_) => {
+                stats.forwarded.add(bytes);
+                traffic.add_sent(bytes);
+            }
             Err(_) => stats.dropped.add(DropReason::WriteFailed),
         }
     }

@@ -6,7 +6,7 @@
 //! It never takes a lock across an await; everything it shares is behind channels.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +61,47 @@ pub(crate) struct ParticipantContext {
     pub signal: SignalTx,
     pub stats: Arc<MediaStats>,
     pub speakers: Speakers,
+    /// The peer connections' states, for the admin API.
+    pub connection: Arc<ConnectionStates>,
+    /// Whether `publish_offer` is allowed; the room flips it when an operator changes the
+    /// participant's permissions.
+    pub can_publish: Arc<AtomicBool>,
+}
+
+/// The latest state of each of a participant's two peer connections.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionStates {
+    publisher: AtomicU8,
+    subscriber: AtomicU8,
+}
+
+impl ConnectionStates {
+    fn set(&self, target: Target, state: RTCPeerConnectionState) {
+        let slot = match target {
+            Target::Publisher => &self.publisher,
+            Target::Subscriber => &self.subscriber,
+        };
+        slot.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub fn publisher(&self) -> &'static str {
+        state_name(self.publisher.load(Ordering::Relaxed))
+    }
+
+    pub fn subscriber(&self) -> &'static str {
+        state_name(self.subscriber.load(Ordering::Relaxed))
+    }
+}
+
+fn state_name(state: u8) -> &'static str {
+    match RTCPeerConnectionState::from(state) {
+        RTCPeerConnectionState::Connecting => "connecting",
+        RTCPeerConnectionState::Connected => "connected",
+        RTCPeerConnectionState::Disconnected => "disconnected",
+        RTCPeerConnectionState::Failed => "failed",
+        RTCPeerConnectionState::Closed => "closed",
+        _ => "new",
+    }
 }
 
 /// Starts the participant's task; it creates both peer connections before handling any
@@ -138,7 +179,14 @@ impl Participant {
             (&publisher, Target::Publisher, &publisher_sdp_sent),
             (&subscriber, Target::Subscriber, &subscriber_sdp_sent),
         ] {
-            watch_connection(pc, target, &ctx.id, &ctx.signal, sent.clone());
+            watch_connection(
+                pc,
+                target,
+                &ctx.id,
+                &ctx.signal,
+                sent.clone(),
+                ctx.connection.clone(),
+            );
         }
         Ok((
             Participant {
@@ -230,6 +278,9 @@ impl Participant {
         sdp: String,
         tracks: Vec<PublishedTrackMeta>,
     ) -> Result<()> {
+        if !self.ctx.can_publish.load(Ordering::Relaxed) {
+            return Err(RouterError::Forbidden("publishing"));
+        }
         for meta in tracks {
             self.declared_sources.insert(meta.track_id, meta.source);
         }
@@ -538,10 +589,12 @@ fn watch_connection(
     id: &ParticipantId,
     signal: &SignalTx,
     sdp_sent: Arc<AtomicBool>,
+    states: Arc<ConnectionStates>,
 ) {
     let id = id.clone();
     pc.on_peer_connection_state_change(Box::new(move |state: RTCPeerConnectionState| {
         tracing::info!(participant = %id, ?target, %state, "peer connection state");
+        states.set(target, state);
         Box::pin(async {})
     }));
     let signal = signal.clone();

@@ -19,6 +19,7 @@ use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::track::track_remote::TrackRemote;
 
 use switchyard_signal::{LayerInfo, Quality, TrackKind};
+use switchyard_stats::rate::TrackTraffic;
 use switchyard_stats::{DropReason, Live, LiveGuard, MediaStats};
 
 use crate::ids::{ParticipantId, TrackId};
@@ -57,6 +58,10 @@ pub struct UpTrack {
     keyframe_requests: Option<mpsc::Sender<Layer>>,
     muted: AtomicBool,
     ended: AtomicBool,
+    /// Set when the publisher lost the right to publish: the readers stop.
+    stopped: AtomicBool,
+    /// Bytes in (per layer) and out (all subscribers), sampled into bitrates by the room.
+    pub traffic: Arc<TrackTraffic>,
     speakers: Option<Speakers>,
     stats: Arc<MediaStats>,
     _live: LiveGuard,
@@ -123,6 +128,8 @@ impl UpTrack {
             keyframe_requests,
             muted: AtomicBool::new(false),
             ended: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            traffic: Arc::default(),
             speakers: speakers.filter(|_| kind == TrackKind::Audio),
             _live: stats.live_guard(Live::UpTracks),
             stats,
@@ -162,8 +169,13 @@ impl UpTrack {
                     return;
                 }
             };
+            if self.stopped.load(Ordering::Relaxed) {
+                return;
+            }
             let now = Instant::now().into_std();
             self.stats.received.add(packet.payload.len());
+            self.traffic
+                .add_received(layer as usize, packet.payload.len());
             let audio_level_byte = audio_level_ext
                 .and_then(|ext| packet.header.get_extension(ext))
                 .and_then(|payload| payload.first().copied());
@@ -285,8 +297,21 @@ impl UpTrack {
         }
     }
 
+    /// Stops reading the publisher's packets for good (its right to publish was revoked).
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.core().set_muted(true);
+    }
+
+    pub fn is_muted(&self) -> bool {
+        self.muted.load(Ordering::Relaxed)
+    }
+
+    /// Muted by its publisher or an operator: nothing is forwarded until unmuted, and it
+    /// leaves the speaker detector.
     pub(crate) fn set_muted(&self, muted: bool) {
         self.muted.store(muted, Ordering::Relaxed);
+        self.core().set_muted(muted);
         if muted {
             if let Some(speakers) = &self.speakers {
                 speakers

@@ -33,6 +33,7 @@ use webrtc::track::track_local::TrackLocalWriter;
 
 use switchyard_server::config::{Config, Overrides};
 use switchyard_server::Server;
+use switchyard_signal::token::{mint, unix_now, Claims, Grant, DEV_API_KEY, DEV_API_SECRET};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -290,7 +291,11 @@ impl RtcClient {
             on_track_published,
         } = options;
         let mut ws = server.connect().await;
-        send_json(&mut ws, json!({"type": "join", "room": room, "name": name})).await;
+        send_json(
+            &mut ws,
+            json!({"type": "join", "room": room, "name": name, "token": dev_token(room, name)}),
+        )
+        .await;
         let joined = recv_type(&mut ws, "joined", Duration::from_secs(5)).await;
         let id = joined["participant"]["id"].as_str().unwrap().to_owned();
 
@@ -579,6 +584,20 @@ async fn send_synthetic(
         seq = seq.wrapping_add(1);
         ts = ts.wrapping_add(clock_step);
     }
+}
+
+/// A join token for `identity` in `room`, signed with development mode's key (the test
+/// server runs on the embedded defaults, where dev mode is on).
+pub fn dev_token(room: &str, identity: &str) -> String {
+    token_with(identity, Grant::join(room))
+}
+
+/// A token for `identity` with `grant`, signed with the development key, valid for an hour.
+pub fn token_with(identity: &str, grant: Grant) -> String {
+    mint(
+        &Claims::new(DEV_API_KEY, identity, unix_now(), 3600).with_grant(grant),
+        DEV_API_SECRET,
+    )
 }
 
 /// Polls `condition` every 50 ms until it holds, or panics with `what` after `within`.
