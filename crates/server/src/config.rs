@@ -23,6 +23,7 @@ pub struct Config {
     pub rtc: RtcConfig,
     pub signal: SignalConfig,
     pub room: RoomConfig,
+    pub api: ApiConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
 }
@@ -60,6 +61,12 @@ pub struct SignalConfig {
 pub struct RoomConfig {
     pub max_participants: usize,
     pub empty_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,6 +1,7 @@
 //! The Switchyard server: configuration, the HTTP app (signaling WebSocket, web client),
 //! start-up and graceful shutdown. `main.rs` only parses the command line.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 mod web;
@@ -108,7 +109,18 @@ impl Server {
             );
             app = app.route("/dev/token", get(auth::dev_token));
         }
+        let (admin_routes, openapi) = admin::routes();
+        let openapi = Arc::new(openapi);
         let app = app
+            .merge(admin_routes)
+            .route(
+                "/api/v1/openapi.json",
+                get(move || {
+                    let openapi = openapi.clone();
+                    async move { axum::Json(openapi.as_ref().clone()) }
+                }),
+            )
+            .route("/api/v1/{*rest}", axum::routing::any(admin::not_found))
             .route("/", get(web::index))
             .route("/{*path}", get(web::file))
             .with_state(state);

@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use switchyard_server::config::{Config, Overrides};
 use switchyard_server::Server;
+use switchyard_signal::token::{mint, unix_now, Claims, Grant};
 
 const ABOUT: &str =
     "Switchyard: a WebRTC Selective Forwarding Unit (SFU) for group video meetings.";
@@ -37,6 +38,12 @@ BEHIND NAT
   Set rtc.announce_ips (or --announce-ip) to the public address that maps 1:1 to this host,
   so clients are told to send media there.
 
+ACCESS TOKENS
+  Joining a room and the admin API (/api/v1) need access tokens signed with an API key
+  (auth.keys). `switchyard token create --room R --identity I --ttl 1h` prints one.
+  The embedded defaults run in development mode: the well-known key `devkey` is accepted
+  and GET /dev/token hands out join tokens; turn auth.dev_mode off in production.
+
 BROWSERS ON OTHER MACHINES
   Browsers only open camera and microphone on https:// pages or on localhost: serve
   Switchyard through a TLS reverse proxy (see README.md).";
@@ -63,6 +70,114 @@ struct Cli {
     /// Print the effective configuration (after file, environment and flags) and exit.
     #[arg(long)]
     print_config: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TokenCommand {
+    /// Print an access token signed with a configured API key (the development key in
+    /// dev mode when no key is configured).
+    Create(TokenArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TokenArgs {
+    /// The room the token joins (and administers, with --admin).
+    #[arg(long)]
+    room: Option<String>,
+    /// The participant's identity (the token's `sub`); needed to join.
+    #[arg(long)]
+    identity: Option<String>,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Join without the right to publish.
+    #[arg(long)]
+    no_publish: bool,
+    /// Join without receiving anything.
+    #[arg(long)]
+    no_subscribe: bool,
+    /// Also administer the room (every room without --room), create, delete and list rooms.
+    #[arg(long)]
+    admin: bool,
+    /// Lifetime, e.g. 90s, 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: u64,
+    /// The API key to sign with (default: the first configured key).
+    #[arg(long)]
+    api_key: Option<String>,
+}
+
+/// "90s", "30m", "1h", "7d" (or plain seconds) to seconds.
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number and a unit, e.g. 1h"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("`{text}`: unknown unit `{other}` (s, m, h or d)")),
+    };
+    match n.checked_mul(scale) {
+        Some(0) | None => Err(format!(
+            "`{text}`: must be more than 0 and not absurdly long"
+        )),
+        Some(secs) => Ok(secs),
+    }
+}
+
+fn create_token(config: &Config, args: TokenArgs) -> Result<String, String> {
+    let keys = config.api_keys();
+    let configured = config.auth.keys.first().map(|k| k.key.clone());
+    let key = args
+        .api_key
+        .or(configured)
+        .unwrap_or_else(|| switchyard_signal::token::DEV_API_KEY.to_owned());
+    let secret = keys
+        .secret(&key)
+        .ok_or_else(|| format!("API key `{key}` is not configured (auth.keys)"))?;
+    if args.room.is_none() && !args.admin {
+        return Err(
+            "--room is required (or --admin for a token that administers every room)".into(),
+        );
+    }
+    if args.room.is_some() && args.identity.is_none() {
+        return Err("--identity is required to join a room".into());
+    }
+    let grant = Grant {
+        room: args.room.clone(),
+        room_join: args.room.is_some(),
+        can_publish: !args.no_publish,
+        can_subscribe: !args.no_subscribe,
+        can_publish_data: !args.no_publish,
+        room_admin: args.admin,
+        room_create: args.admin,
+        room_list: args.admin,
+    };
+    let mut claims = Claims::new(
+        &key,
+        args.identity.as_deref().unwrap_or(""),
+        unix_now(),
+        args.ttl,
+    )
+    .with_grant(grant);
+    claims.name = args.name;
+    Ok(mint(&claims, secret))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,6 +194,21 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    if let Some(Command::Token(TokenCommand::Create(args))) = cli.command {
+        match create_token(&config, args) {
+            Ok(token) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{token}");
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("switchyard token create: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     if cli.print_config {
         #[allow(clippy::print_stdout)]
         {
@@ -134,5 +264,44 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert_eq!(parse_ttl("30m"), Ok(1800));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("7d"), Ok(604_800));
+        assert_eq!(parse_ttl("45"), Ok(45));
+        assert!(parse_ttl("0h").is_err());
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+
+    #[test]
+    fn created_tokens_verify_and_carry_the_flags() {
+        let config = Config::embedded_default();
+        let args = TokenArgs {
+            room: Some("standup".into()),
+            identity: Some("ada".into()),
+            name: Some("Ada".into()),
+            no_publish: true,
+            no_subscribe: false,
+            admin: false,
+            ttl: 3600,
+            api_key: None,
+        };
+        let token = create_token(&config, args).unwrap();
+        let claims = config.api_keys().verify(&token, unix_now()).unwrap();
+        assert_eq!(claims.sub, "ada");
+        assert!(claims.grant.allows_join("standup"));
+        assert!(!claims.grant.can_publish && claims.grant.can_subscribe);
+        assert!(!claims.grant.room_admin);
+        assert!(claims.exp - claims.nbf == 3600);
     }
 }

@@ -79,7 +79,7 @@ async fn media_sent_right_after_dtls_is_forwarded() {
             Duration::from_secs(20),
             || {
                 eager.iter().all(|p| {
-                    listener.count(&p.id, &format!("{}-mic", p.name)) >= 200
+                    listener.count(&p.id, &format!("{}-mic", p.name)) >= 100
                         && listener.count(&p.id, &format!("{}-cam", p.name)) >= 10
                 })
             },

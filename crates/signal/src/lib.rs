@@ -8,4 +8,4 @@ pub mod session;
 pub mod token;
 
 pub use protocol::*;
-pub use session::{Inbound, Session, SessionLimits, SignalError};
+pub use session::{validate_room_name, Inbound, Session, SessionLimits, SignalError};

@@ -197,17 +197,8 @@ impl Session {
             type_name: "join".into(),
             detail,
         };
-        if room.is_empty() || room.len() > self.limits.max_room_name_bytes {
-            return Err(invalid(format!(
-                "`room` must be 1 to {} bytes",
-                self.limits.max_room_name_bytes
-            )));
-        }
-        if room.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(invalid(
-                "`room` must not contain whitespace or control characters".into(),
-            ));
-        }
+        validate_room_name(room, self.limits.max_room_name_bytes)
+            .map_err(|e| invalid(format!("`room` {e}")))?;
         if name.trim().is_empty() || name.len() > self.limits.max_display_name_bytes {
             return Err(invalid(format!(
                 "`name` must be 1 to {} bytes and not blank",
@@ -219,6 +210,18 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The rule for room names, wherever a room is named (`join`, the admin API): 1 to
+/// `max_bytes` bytes, no whitespace or control characters. The error completes "`room` ...".
+pub fn validate_room_name(room: &str, max_bytes: usize) -> Result<(), String> {
+    if room.is_empty() || room.len() > max_bytes {
+        return Err(format!("must be 1 to {max_bytes} bytes"));
+    }
+    if room.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("must not contain whitespace or control characters".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

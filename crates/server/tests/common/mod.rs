@@ -53,6 +53,13 @@ impl TestServer {
 
     /// Starts with `SWITCHYARD_*`-style overrides, e.g. `("SWITCHYARD_SIGNAL_MAX_MESSAGE_BYTES", "2048")`.
     pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
+        // RUST_LOG=info (for example) shows the server's log in a failing test's output.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
         let config = Config::load(
             None,
@@ -226,8 +233,9 @@ pub type TrackPublishedReply = Arc<dyn Fn(&Value) -> Option<Value> + Send + Sync
 #[derive(Clone)]
 pub struct ClientOptions {
     pub codec: VideoCodec,
-    /// How often the microphone sends (a real one: every 20 ms; a short interval makes
-    /// media arrive at the server the moment DTLS is up).
+    /// How often the microphone sends (a real one: every 20 ms). A shorter interval is a
+    /// burst of the first 500 packets, so media arrives at the server the moment DTLS is
+    /// up; then it settles to 20 ms.
     pub audio_interval: Duration,
     /// Answers `track_published` straight from the signaling task, before any later
     /// message (such as the `subscribe_offer` that carries the track) is handled.
@@ -548,12 +556,20 @@ async fn send_synthetic(
     size: usize,
     video: Option<VideoCodec>,
 ) {
+    // A short interval is a burst at start-up (what matters is the moment DTLS comes up);
+    // after `BURST` packets the track settles to a real microphone's 20 ms.
+    const BURST: u64 = 500;
+    const STEADY: Duration = Duration::from_millis(20);
     let mut ticker = tokio::time::interval(interval);
     let clock_rate_khz = if video.is_some() { 90 } else { 48 };
-    let clock_step = (clock_rate_khz * interval.as_micros() / 1000) as u32;
+    let mut clock_step = (clock_rate_khz * interval.as_micros() / 1000) as u32;
     let mut seq: u16 = 1;
     let mut ts: u32 = 0;
     for frame in 0u64.. {
+        if frame == BURST && interval < STEADY {
+            ticker = tokio::time::interval(STEADY);
+            clock_step = (clock_rate_khz * STEADY.as_micros() / 1000) as u32;
+        }
         ticker.tick().await;
         let key = frame % 60 == 0;
         let mut payload = vec![0u8; size];
