@@ -92,6 +92,62 @@ impl TestServer {
         format!("ws://{}/rtc", self.http)
     }
 
+    /// One HTTP/1.1 request to the server (`Connection: close`); returns the status and
+    /// the body parsed as JSON (`Value::Null` when empty, a string when not JSON).
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(self.http).await.expect("HTTP connects");
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.http
+        );
+        if let Some(token) = bearer {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        if !body.is_empty() {
+            request.push_str("Content-Type: application/json\r\n");
+        }
+        request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("HTTP write");
+        // A server refusing a large body may answer (and close) before reading it all.
+        let _ = stream.write_all(body.as_bytes()).await;
+        let mut response = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+            .await
+            .expect("HTTP response in time");
+        let text = String::from_utf8_lossy(&response);
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+        let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let payload = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(payload)
+        } else {
+            payload.to_owned()
+        };
+        let value = if payload.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&payload).unwrap_or(Value::String(payload))
+        };
+        (status, value)
+    }
+
     pub async fn connect(&self) -> Ws {
         let (ws, _) = tokio_tungstenite::connect_async(self.ws_url())
             .await
@@ -240,6 +296,8 @@ pub struct ClientOptions {
     /// Answers `track_published` straight from the signaling task, before any later
     /// message (such as the `subscribe_offer` that carries the track) is handled.
     pub on_track_published: Option<TrackPublishedReply>,
+    /// The join token; default: a development-key token for the name as identity.
+    pub token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -248,6 +306,7 @@ impl Default for ClientOptions {
             codec: VideoCodec::Vp8,
             audio_interval: Duration::from_millis(20),
             on_track_published: None,
+            token: None,
         }
     }
 }
@@ -297,11 +356,13 @@ impl RtcClient {
             codec,
             audio_interval,
             on_track_published,
+            token,
         } = options;
+        let token = token.unwrap_or_else(|| dev_token(room, name));
         let mut ws = server.connect().await;
         send_json(
             &mut ws,
-            json!({"type": "join", "room": room, "name": name, "token": dev_token(room, name)}),
+            json!({"type": "join", "room": room, "name": name, "token": token}),
         )
         .await;
         let joined = recv_type(&mut ws, "joined", Duration::from_secs(5)).await;
@@ -600,6 +661,21 @@ async fn send_synthetic(
         seq = seq.wrapping_add(1);
         ts = ts.wrapping_add(clock_step);
     }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// A join token for `identity` in `room`, signed with development mode's key (the test
