@@ -380,7 +380,8 @@ async function join(ev) {
     showMeeting(true);
     layout();
 
-    await client.join({ room, name, stream: localStream });
+    const token = await accessToken(room, name);
+    await client.join({ room, name, token, stream: localStream });
     joinedAnnounced = true;
     const url = new URL(location.href);
     url.searchParams.set('room', room);
@@ -394,6 +395,37 @@ async function join(ev) {
     els.join.disabled = false;
     els.join.textContent = 'Join';
   }
+}
+
+/** A stable identity for this tab: the same one again after a reload, so the new session
+ * replaces the old one instead of showing the same person twice. */
+function tabIdentity(name) {
+  const key = 'switchyard.identity';
+  let identity = null;
+  try { identity = sessionStorage.getItem(key); } catch { /* private mode */ }
+  if (!identity) {
+    const slug = name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 24) || 'guest';
+    const random = crypto.getRandomValues(new Uint8Array(4));
+    identity = `${slug}-${[...random].map((b) => b.toString(16).padStart(2, '0')).join('')}`;
+    try { sessionStorage.setItem(key, identity); } catch { /* private mode */ }
+  }
+  return identity;
+}
+
+/**
+ * The access token to join with: `?token=` when the page was opened with one (your backend
+ * minted it), otherwise one from the server's development-mode route.
+ */
+async function accessToken(room, name) {
+  const given = new URL(location.href).searchParams.get('token');
+  if (given) return given;
+  const query = new URLSearchParams({ room, identity: tabIdentity(name), name });
+  const res = await fetch(`/dev/token?${query}`);
+  if (res.status === 404) {
+    throw new Error('this server needs an access token: open the page with ?token=<token from your backend>');
+  }
+  if (!res.ok) throw new Error(`could not get a development token (HTTP ${res.status})`);
+  return (await res.json()).token;
 }
 
 function endMeeting(sendLeave) {

@@ -29,6 +29,8 @@
 //   localmute          {kind, muted}
 //   activespeakers     {speakers}           [{participantId, level}] loudest first (server's view)
 //   servererror        {code, message}      an `error` message from the server
+//   roomupdated        {metadata}           the operator changed the room's metadata
+//   disconnected       {reason}             the server ends the session: removed | room_deleted
 //   error              {error}              a local failure (SDP, ICE, WebSocket)
 //   closed             {reason}             the session ended (leave, socket closed)
 
@@ -435,6 +437,14 @@ export class SwitchyardClient extends EventTarget {
         case 'track_unpublished': return this._onTrackUnpublished(msg.participant_id, msg.track_id);
         case 'track_muted': return this._onTrackMuted(msg.participant_id, msg.track_id, msg.muted);
         case 'active_speakers': return this._onActiveSpeakers(msg.speakers);
+        case 'room_updated':
+          this.roomMetadata = msg.metadata ?? '';
+          return this._emit('roomupdated', { metadata: this.roomMetadata });
+        case 'disconnected':
+          // The server ends the session (an operator removed us or deleted the room); the
+          // socket closes right after, and `closed` carries this reason.
+          this._serverReason = msg.reason === 'room_deleted' ? 'the room was closed' : 'removed from the room';
+          return this._emit('disconnected', { reason: msg.reason });
         case 'error': return this._onServerError(msg);
         case 'pong':
           if (this._lastPingSent) this.rttMs = Math.round(performance.now() - this._lastPingSent);
@@ -452,8 +462,9 @@ export class SwitchyardClient extends EventTarget {
       this._log('duplicate joined ignored');
       return;
     }
-    this._self = { id: msg.participant.id, name: msg.participant.name };
+    this._self = { id: msg.participant.id, name: msg.participant.name, identity: msg.participant.identity };
     this._room = msg.room ?? this._room;
+    this.roomMetadata = msg.room_metadata ?? '';
     this._iceServers = toRtcIceServers(msg.ice_servers);
     this._emit('joined', { room: this._room, participantId: this._self.id, name: this._self.name });
     for (const rp of msg.participants ?? []) {
@@ -473,6 +484,7 @@ export class SwitchyardClient extends EventTarget {
   }
 
   _onServerError(msg) {
+    if (msg.code === 'duplicate_identity') this._serverReason = 'you joined this room from another tab or device';
     this._emit('servererror', { code: msg.code, message: msg.message });
     if (this._joinWaiter) {
       const err = new Error(`${msg.code}: ${msg.message}`);
@@ -485,7 +497,9 @@ export class SwitchyardClient extends EventTarget {
   _onSocketClose(ev) {
     this._wsOpen = false;
     if (this._closing) return;
-    const reason = `signaling connection closed (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ''})`;
+    const reason = this._serverReason
+      ?? `signaling connection closed (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ''})`;
+    this._serverReason = null;
     this._joinWaiter?.reject(new Error(reason));
     this._joinWaiter = null;
     this._teardown(reason, 'disconnected');

@@ -10,7 +10,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Meeting } from './helpers.mjs';
+import { Meeting, sleep } from './helpers.mjs';
 
 const MEDIA_DEADLINE_MS = 20_000;
 const MUTE_DEADLINE_MS = 5_000;
@@ -111,6 +111,33 @@ test('muting the microphone shows on the other participants\' tiles', { timeout:
     for (const c of clients.filter((o) => o !== alice)) {
       assert.equal(await c.page.getAttribute(tile, 'data-video-muted'), 'false', `${c.name}: alice's video`);
     }
+
+    // A muted track is not forwarded: bob's count of alice's audio packets stands still
+    // (a packet or two may still be in flight), and moves again once she unmutes.
+    const bob = byName('bob');
+    const aliceAudio = async () => {
+      const s = await bob.summary();
+      return Math.max(0, ...s.inbound
+        .filter((r) => r.participantId === alice.participantId && r.kind === 'audio')
+        .map((r) => r.packetsReceived));
+    };
+    await sleep(500);
+    const mutedAt = await aliceAudio();
+    await sleep(1_500);
+    const stillMuted = await aliceAudio();
+    assert.ok(stillMuted - mutedAt <= 3, `bob kept receiving alice's muted audio: ${mutedAt} -> ${stillMuted} packets`);
+
+    await alice.page.click('#toggle-mic');
+    await eventually('bob and carol see alice unmuted and hear her again', MUTE_DEADLINE_MS, async () => {
+      const problems = [];
+      for (const c of clients.filter((o) => o !== alice)) {
+        const value = await c.page.getAttribute(tile, 'data-audio-muted');
+        if (value !== 'false') problems.push(`${c.name}: data-audio-muted=${value}`);
+      }
+      const packets = await aliceAudio();
+      if (!(packets > stillMuted + 10)) problems.push(`bob: alice's audio packets ${stillMuted} -> ${packets}`);
+      return problems.length ? problems.join('; ') : null;
+    });
   });
 });
 
