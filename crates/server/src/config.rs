@@ -45,6 +45,7 @@ pub struct RtcConfig {
     pub subscriber_queue_packets: usize,
     pub keyframe_request_interval_ms: u64,
     pub nack_buffer_packets: u16,
+    pub udp_buffer_bytes: usize,
     pub ice_servers: Vec<IceServer>,
 }
 
@@ -272,6 +273,7 @@ impl Config {
             subscriber_queue_packets: self.rtc.subscriber_queue_packets,
             keyframe_request_interval: Duration::from_millis(self.rtc.keyframe_request_interval_ms),
             nack_buffer_packets: self.rtc.nack_buffer_packets,
+            udp_buffer_bytes: self.rtc.udp_buffer_bytes,
         }
     }
 

@@ -43,6 +43,10 @@ pub struct RtcSettings {
     /// Packets kept per published layer to answer subscribers' NACKs (rounded up to a
     /// power of two).
     pub nack_buffer_packets: u16,
+    /// Kernel receive and send buffer of the media socket, in bytes. Every participant's
+    /// media shares this one socket: a small buffer overflows (the kernel drops datagrams,
+    /// DTLS handshakes included) whenever the server falls a few milliseconds behind.
+    pub udp_buffer_bytes: usize,
 }
 
 impl Default for RtcSettings {
@@ -54,6 +58,7 @@ impl Default for RtcSettings {
             subscriber_queue_packets: 256,
             keyframe_request_interval: Duration::from_millis(500),
             nack_buffer_packets: 1024,
+            udp_buffer_bytes: 4 << 20,
         }
     }
 }
@@ -172,10 +177,38 @@ fn interceptors(media: &mut MediaEngine) -> Result<Registry> {
     Ok(registry)
 }
 
+/// Binds the media socket with the kernel buffers asked for, and says when the kernel
+/// grants less (Linux caps them at `net.core.rmem_max` / `wmem_max`).
+fn bind_media_socket(addr: SocketAddr, buffer_bytes: usize) -> Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if buffer_bytes > 0 {
+        // Best effort: a refused size leaves the default, which still works.
+        let _ = socket.set_recv_buffer_size(buffer_bytes);
+        let _ = socket.set_send_buffer_size(buffer_bytes);
+        // Linux reports twice the size it books (it counts its own overhead).
+        let granted = socket.recv_buffer_size().unwrap_or(0) / 2;
+        if granted < buffer_bytes / 2 {
+            tracing::warn!(
+                asked = buffer_bytes,
+                granted,
+                "the media socket's receive buffer is smaller than configured \
+                 (rtc.udp_buffer_bytes); raise net.core.rmem_max and net.core.wmem_max \
+                 (sysctl) so bursts are not dropped"
+            );
+        } else {
+            tracing::debug!(granted, "media socket receive buffer");
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(tokio::net::UdpSocket::from_std(socket.into())?)
+}
+
 impl RtcEngine {
     /// Binds the media UDP port and prepares the shared `API`.
     pub async fn bind(settings: RtcSettings) -> Result<Self> {
-        let socket = tokio::net::UdpSocket::bind(settings.udp_bind).await?;
+        let socket = bind_media_socket(settings.udp_bind, settings.udp_buffer_bytes)?;
         let udp_addr = socket.local_addr()?;
         let udp_mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
 

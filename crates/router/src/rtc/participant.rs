@@ -591,6 +591,11 @@ fn watch_connection(
     sdp_sent: Arc<AtomicBool>,
     states: Arc<ConnectionStates>,
 ) {
+    let ice_id = id.clone();
+    pc.on_ice_connection_state_change(Box::new(move |state| {
+        tracing::debug!(participant = %ice_id, ?target, %state, "ICE connection state");
+        Box::pin(async {})
+    }));
     let id = id.clone();
     pc.on_peer_connection_state_change(Box::new(move |state: RTCPeerConnectionState| {
         tracing::info!(participant = %id, ?target, %state, "peer connection state");
