@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 mod web;
+pub mod webhook;
 pub mod ws;
 
 use std::future::Future;
