@@ -25,6 +25,7 @@ pub struct Config {
     pub room: RoomConfig,
     pub api: ApiConfig,
     pub auth: AuthConfig,
+    pub webhook: WebhookConfig,
     pub log: LogConfig,
 }
 
@@ -97,6 +98,20 @@ impl std::fmt::Debug for ApiKeyConfig {
 
 /// Shortest secret accepted for a configured API key (HS256 wants at least 256 bits).
 pub const MIN_SECRET_LEN: usize = 32;
+
+/// `[webhook]`: where events are POSTed and how hard to try (see `webhook.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub urls: Vec<String>,
+    /// Empty: the first of `auth.keys`, or the development key when there is none.
+    pub api_key: String,
+    pub timeout_ms: u64,
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub queue_size: usize,
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +249,7 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &e.to_string());
         }
+        self.validate_webhook()?;
         Ok(())
     }
 
@@ -283,6 +299,82 @@ impl Config {
             empty_timeout_secs: self.room.empty_timeout_secs,
             ice_servers: self.rtc.ice_servers.clone(),
         }
+    }
+}
+
+impl Config {
+    fn validate_webhook(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| {
+            Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                message,
+            })
+        };
+        let w = &self.webhook;
+        for url in &w.urls {
+            match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+                Ok(_) => {
+                    return invalid(
+                        "webhook.urls",
+                        format!("`{url}` is not an http:// or https:// URL"),
+                    )
+                }
+                Err(e) => return invalid("webhook.urls", format!("`{url}` is not a URL: {e}")),
+            }
+        }
+        // Checked even with no URL, so a typo shows before the day URLs are added.
+        if !w.api_key.is_empty() && self.api_keys().secret(&w.api_key).is_none() {
+            return invalid(
+                "webhook.api_key",
+                format!(
+                    "`{}` is not a configured API key (auth.keys{})",
+                    w.api_key,
+                    if self.auth.dev_mode {
+                        ", or `devkey` in dev mode"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        if w.timeout_ms == 0 {
+            return invalid("webhook.timeout_ms", "must be at least 1".into());
+        }
+        if w.max_attempts == 0 {
+            return invalid("webhook.max_attempts", "must be at least 1".into());
+        }
+        if w.queue_size == 0 {
+            return invalid("webhook.queue_size", "must be at least 1".into());
+        }
+        if w.initial_backoff_ms > w.max_backoff_ms {
+            return invalid(
+                "webhook.initial_backoff_ms",
+                format!(
+                    "must not exceed webhook.max_backoff_ms ({})",
+                    w.max_backoff_ms
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The API key that signs webhook requests, and its secret: `webhook.api_key`, else
+    /// the first of `auth.keys` in the order configured, else the development key (dev
+    /// mode). `None` only for a config that failed validation.
+    pub fn webhook_key(&self) -> Option<(String, String)> {
+        let keys = self.api_keys();
+        let key = if !self.webhook.api_key.is_empty() {
+            self.webhook.api_key.as_str()
+        } else if let Some(first) = self.auth.keys.first() {
+            first.key.as_str()
+        } else if self.auth.dev_mode {
+            DEV_API_KEY
+        } else {
+            return None;
+        };
+        let secret = keys.secret(key)?.to_owned();
+        Some((key.to_owned(), secret))
     }
 }
 
@@ -515,5 +607,95 @@ mod tests {
         )
         .unwrap_err();
         assert!(nobody.to_string().contains("nobody could join"), "{nobody}");
+    }
+
+    #[test]
+    fn webhook_section_from_the_environment_and_its_rules() {
+        let off = Config::embedded_default();
+        assert!(off.webhook.urls.is_empty(), "no webhooks unless configured");
+        assert_eq!(
+            off.webhook_key(),
+            Some((DEV_API_KEY.to_owned(), DEV_API_SECRET.to_owned())),
+            "dev mode with no keys signs with the dev key"
+        );
+
+        let c = Config::load(
+            None,
+            env(&[
+                (
+                    "SWITCHYARD_WEBHOOK_URLS",
+                    "http://127.0.0.1:9/a, https://hooks.example.org/b",
+                ),
+                ("SWITCHYARD_WEBHOOK_MAX_ATTEMPTS", "3"),
+                ("SWITCHYARD_WEBHOOK_QUEUE_SIZE", "8"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.webhook.urls,
+            ["http://127.0.0.1:9/a", "https://hooks.example.org/b"]
+        );
+        assert_eq!((c.webhook.max_attempts, c.webhook.queue_size), (3, 8));
+
+        // The first configured key signs, not the dev key, even in dev mode; or the one named.
+        let keys = r#"[{"key": "zeta", "secret": "0123456789abcdef0123456789abcdef"},
+                       {"key": "alpha", "secret": "fedcba9876543210fedcba9876543210"}]"#;
+        let c = Config::load(
+            None,
+            env(&[("SWITCHYARD_AUTH_KEYS", keys)]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.webhook_key().unwrap().0, "zeta");
+        let c = Config::load(
+            None,
+            env(&[
+                ("SWITCHYARD_AUTH_KEYS", keys),
+                ("SWITCHYARD_WEBHOOK_API_KEY", "alpha"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.webhook_key(),
+            Some((
+                "alpha".to_owned(),
+                "fedcba9876543210fedcba9876543210".to_owned()
+            ))
+        );
+
+        let refused = [
+            (
+                ("SWITCHYARD_WEBHOOK_URLS", "ftp://x.example/"),
+                "webhook.urls",
+            ),
+            (("SWITCHYARD_WEBHOOK_URLS", "not a url"), "webhook.urls"),
+            (("SWITCHYARD_WEBHOOK_API_KEY", "nokey"), "webhook.api_key"),
+            (
+                ("SWITCHYARD_WEBHOOK_MAX_ATTEMPTS", "0"),
+                "webhook.max_attempts",
+            ),
+            (("SWITCHYARD_WEBHOOK_QUEUE_SIZE", "0"), "webhook.queue_size"),
+            (("SWITCHYARD_WEBHOOK_TIMEOUT_MS", "0"), "webhook.timeout_ms"),
+            (
+                ("SWITCHYARD_WEBHOOK_INITIAL_BACKOFF_MS", "60000"),
+                "webhook.initial_backoff_ms",
+            ),
+        ];
+        for ((var, value), key) in refused {
+            let e = Config::load(None, env(&[(var, value)]), &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains(key), "{var}={value}: {e}");
+        }
+        let e = Config::load(
+            None,
+            env(&[("SWITCHYARD_WEBHOOK_URLS", "ftp://x.example/")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("ftp://x.example/"),
+            "names the URL: {e}"
+        );
     }
 }

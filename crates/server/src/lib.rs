@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 mod web;
+pub mod webhook;
 pub mod ws;
 
 use std::future::Future;
@@ -92,6 +93,16 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        // Listening before the first request is served, so no room's events are missed.
+        let webhooks = webhook::WebhookSettings::from_config(&self.config)
+            .map(|settings| {
+                webhook::Webhooks::start(
+                    settings,
+                    self.router.events(),
+                    self.router.stats().clone(),
+                )
+            })
+            .transpose()?;
         let state = AppState {
             config: self.config.clone(),
             keys: Arc::new(self.config.api_keys()),
@@ -136,6 +147,7 @@ impl Server {
         // Sessions saw the flag and closed their sockets; close what is left of the rooms.
         let _ = drained.changed().await;
         self.router.close_all();
+        let drain_started = tokio::time::Instant::now();
         let deadline = Duration::from_millis(self.config.server.shutdown_timeout_ms);
         let wait_rooms = async {
             while self.router.room_count() > 0 {
@@ -147,6 +159,11 @@ impl Server {
                 rooms = self.router.room_count(),
                 "rooms still open at shutdown deadline"
             );
+        }
+        // The closing rooms' last events, and whatever the receivers have not taken yet,
+        // within what is left of the same deadline.
+        if let Some(webhooks) = webhooks {
+            webhooks.finish(drain_started + deadline).await;
         }
         self.engine.close().await;
         tracing::info!("stopped");
