@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use webrtc::rtcp::packet::Packet as RtcpPacket;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -71,6 +72,15 @@ impl DownTrackLocal {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The SSRC the subscriber knows this track by, once bound.
+    fn ssrc(&self) -> Option<u32> {
+        self.binding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|b| b.negotiated.ssrc)
     }
 }
 
@@ -193,9 +203,10 @@ impl DownTrack {
         stats: Arc<MediaStats>,
     ) -> DownTrack {
         let (tx, rx) = mpsc::channel(queue_packets.max(1));
-        let writer = tokio::spawn(write_packets(local, rx, stats.clone()));
+        let writer = tokio::spawn(write_packets(local.clone(), rx, stats.clone()));
         let rtcp_reader = tokio::spawn(read_subscriber_rtcp(
             sender.clone(),
+            local,
             Arc::downgrade(&uptrack),
             subscriber.clone(),
             stats,
@@ -338,6 +349,7 @@ impl Rewriter {
 /// terminates its own RTCP.
 async fn read_subscriber_rtcp(
     sender: Arc<RTCRtpSender>,
+    local: Arc<DownTrackLocal>,
     uptrack: Weak<UpTrack>,
     subscriber: ParticipantId,
     stats: Arc<MediaStats>,
@@ -345,21 +357,56 @@ async fn read_subscriber_rtcp(
     let mut lost = Vec::new();
     while let Ok((packets, _)) = sender.read_rtcp().await {
         let Some(up) = uptrack.upgrade() else { return };
-        for packet in packets {
-            let any = packet.as_any();
-            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                stats
-                    .keyframe_requests_received
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                up.request_keyframe_for(&subscriber);
-            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                lost.clear();
-                for pair in &nack.nacks {
-                    lost.extend(pair.packet_list());
+        // Nothing is sent before the answer binds the track, so nothing before it is
+        // feedback about this stream.
+        let Some(ssrc) = local.ssrc() else { continue };
+        for packet in &packets {
+            match feedback(packet.as_ref(), ssrc) {
+                Some(Feedback::KeyframeRequest) => {
+                    stats
+                        .keyframe_requests_received
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    up.request_keyframe_for(&subscriber);
                 }
-                up.on_nack(&subscriber, &lost);
+                Some(Feedback::Nack(nack)) => {
+                    lost.clear();
+                    for pair in &nack.nacks {
+                        lost.extend(pair.packet_list());
+                    }
+                    up.on_nack(&subscriber, &lost);
+                }
+                None => {}
             }
         }
+    }
+}
+
+/// What an RTCP packet from the subscriber says about one of the streams we send it.
+#[derive(Debug, PartialEq)]
+enum Feedback<'a> {
+    /// PLI or FIR.
+    KeyframeRequest,
+    Nack(&'a TransportLayerNack),
+}
+
+/// What `packet` says about the stream sent with `ssrc`, if anything. webrtc-rs hands a
+/// whole compound packet to every sender whose SSRC any part of it names (an RR with a
+/// block per stream, followed by a NACK for one of them, reaches them all), so each
+/// downtrack must pick out what concerns its own stream, or a NACK for a video track
+/// would resend audio packets with the same sequence numbers.
+fn feedback(packet: &(dyn RtcpPacket + Send + Sync), ssrc: u32) -> Option<Feedback<'_>> {
+    let any = packet.as_any();
+    if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+        (pli.media_ssrc == ssrc).then_some(Feedback::KeyframeRequest)
+    } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+        // RFC 5104 4.3.1: a FIR names its streams in its entries; the media SSRC is
+        // unused (0), though some senders set it.
+        (fir.media_ssrc == ssrc || fir.fir.iter().any(|entry| entry.ssrc == ssrc))
+            .then_some(Feedback::KeyframeRequest)
+    } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+        (nack.media_ssrc == ssrc).then_some(Feedback::Nack(nack))
+    } else {
+        None
     }
 }
 
@@ -476,6 +523,66 @@ mod tests {
             second, first_ptr,
             "the buffer is reclaimed, not reallocated"
         );
+    }
+
+    /// A compound packet as Chrome sends it reaches every sender it names: each takes
+    /// only what is about its own SSRC.
+    #[test]
+    fn feedback_is_picked_per_stream_from_a_compound_packet() {
+        use webrtc::rtcp::payload_feedbacks::full_intra_request::FirEntry;
+        use webrtc::rtcp::receiver_report::ReceiverReport;
+        use webrtc::rtcp::reception_report::ReceptionReport;
+        use webrtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
+
+        const AUDIO: u32 = 1111;
+        const VIDEO: u32 = 2222;
+        let block = |ssrc| ReceptionReport {
+            ssrc,
+            ..Default::default()
+        };
+        let compound: Vec<Box<dyn RtcpPacket + Send + Sync>> = vec![
+            Box::new(ReceiverReport {
+                ssrc: 1,
+                reports: vec![block(AUDIO), block(VIDEO)],
+                ..Default::default()
+            }),
+            Box::new(TransportLayerNack {
+                sender_ssrc: 1,
+                media_ssrc: VIDEO,
+                nacks: vec![NackPair {
+                    packet_id: 77,
+                    lost_packets: 0,
+                }],
+            }),
+            Box::new(PictureLossIndication {
+                sender_ssrc: 1,
+                media_ssrc: VIDEO,
+            }),
+            Box::new(FullIntraRequest {
+                sender_ssrc: 1,
+                media_ssrc: 0,
+                fir: vec![FirEntry {
+                    ssrc: VIDEO,
+                    sequence_number: 1,
+                }],
+            }),
+        ];
+        let seen = |ssrc| -> Vec<_> {
+            compound
+                .iter()
+                .filter_map(|p| feedback(p.as_ref(), ssrc))
+                .collect()
+        };
+        assert!(
+            seen(AUDIO).is_empty(),
+            "the audio stream was only reported on"
+        );
+        let video = seen(VIDEO);
+        assert_eq!(video.len(), 3, "{video:?}");
+        assert!(matches!(video[0], Feedback::Nack(n) if n.nacks[0].packet_id == 77));
+        assert_eq!(video[1], Feedback::KeyframeRequest);
+        assert_eq!(video[2], Feedback::KeyframeRequest);
+        assert!(seen(3333).is_empty());
     }
 
     #[test]
