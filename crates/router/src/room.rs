@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use switchyard_signal::{ActiveSpeaker, ParticipantInfo, ServerMessage, TrackSource};
+use switchyard_stats::{Live, LiveGuard};
 
 use crate::error::{Result, RouterError};
 use crate::ids::{ParticipantId, RoomId, TrackId};
@@ -66,6 +67,8 @@ struct RoomTask {
     speakers: Speakers,
     shared: Arc<RouterShared>,
     tx: RoomTx,
+    /// Counts the room in the rooms gauge while its task lives.
+    _live: LiveGuard,
 }
 
 pub(crate) fn spawn(id: RoomId, generation: u64, shared: Arc<RouterShared>) -> RoomHandle {
@@ -77,6 +80,7 @@ pub(crate) fn spawn(id: RoomId, generation: u64, shared: Arc<RouterShared>) -> R
         speakers: Arc::new(Mutex::new(ActiveSpeakerDetector::new(
             SpeakerConfig::default(),
         ))),
+        _live: shared.stats.live_guard(Live::Rooms),
         shared,
         tx: tx.clone(),
     };
