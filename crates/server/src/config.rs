@@ -22,6 +22,7 @@ pub struct Config {
     pub rtc: RtcConfig,
     pub signal: SignalConfig,
     pub room: RoomConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -57,6 +58,30 @@ pub struct SignalConfig {
 #[serde(deny_unknown_fields)]
 pub struct RoomConfig {
     pub max_participants: usize,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Empty: no token required.
+    pub bearer_token: String,
+}
+
+/// Says whether a token is set, never the token (`--print-config` output gets pasted into
+/// issues).
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = if self.bearer_token.is_empty() {
+            ""
+        } else {
+            "<redacted>"
+        };
+        f.debug_struct("MetricsConfig")
+            .field("enabled", &self.enabled)
+            .field("bearer_token", &token)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +196,19 @@ impl Config {
             if server.urls.is_empty() {
                 return invalid("rtc.ice_servers", "every ICE server needs at least one URL");
             }
+        }
+        // RFC 6750's token68 is narrower, but anything a client can put in a header line
+        // after `Bearer ` without quoting works; whitespace would never match.
+        if !self
+            .metrics
+            .bearer_token
+            .bytes()
+            .all(|b| b.is_ascii_graphic())
+        {
+            return invalid(
+                "metrics.bearer_token",
+                "must be printable ASCII without spaces",
+            );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &e.to_string());
@@ -370,6 +408,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("SWITCHYARD_RTC_UDP_PORT"), "{e}");
+    }
+
+    #[test]
+    fn metrics_token_from_the_environment_never_printed() {
+        let c = Config::embedded_default();
+        assert!(c.metrics.enabled);
+        assert_eq!(c.metrics.bearer_token, "", "open by default");
+        let c = Config::load(
+            None,
+            env(&[("SWITCHYARD_METRICS_BEARER_TOKEN", "s3cret-t0k")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.metrics.bearer_token, "s3cret-t0k");
+        let printed = format!("{c:#?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+        let e = Config::load(
+            None,
+            env(&[("SWITCHYARD_METRICS_BEARER_TOKEN", "two words")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("metrics.bearer_token"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The Switchyard server: configuration, the HTTP app (signaling WebSocket, web client),
-//! start-up and graceful shutdown. `main.rs` only parses the command line.
+//! The Switchyard server: configuration, the HTTP app (signaling WebSocket, web client,
+//! Prometheus metrics), start-up and graceful shutdown. `main.rs` only parses the command
+//! line.
 
 pub mod config;
+mod metrics;
 mod web;
 pub mod ws;
 
@@ -15,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use switchyard_router::{Router, RtcEngine};
+use switchyard_stats::metrics::Metrics;
 use switchyard_stats::MediaStats;
 
 pub use config::Config;
@@ -24,6 +27,8 @@ pub use config::Config;
 pub struct AppState {
     pub config: Arc<Config>,
     pub router: Router,
+    /// The Prometheus registry over the router's counters.
+    pub metrics: Arc<Metrics>,
     /// Flips to `true` when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -34,6 +39,7 @@ pub struct Server {
     listener: TcpListener,
     engine: Arc<RtcEngine>,
     router: Router,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
@@ -53,16 +59,15 @@ impl Server {
                 config.udp_bind()
             )
         })?);
-        let router = Router::new(
-            engine.clone(),
-            config.room_settings(),
-            Arc::new(MediaStats::default()),
-        );
+        let stats = Arc::new(MediaStats::default());
+        let metrics = Arc::new(Metrics::new(stats.clone()));
+        let router = Router::new(engine.clone(), config.room_settings(), stats);
         Ok(Server {
             config: Arc::new(config),
             listener,
             engine,
             router,
+            metrics,
         })
     }
 
@@ -90,11 +95,16 @@ impl Server {
         let state = AppState {
             config: self.config.clone(),
             router: self.router.clone(),
+            metrics: self.metrics.clone(),
             shutdown: shutdown_rx.clone(),
         };
-        let app = axum::Router::new()
+        let mut app = axum::Router::new()
             .route("/rtc", get(ws::upgrade))
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", get(|| async { "ok\n" }));
+        if self.config.metrics.enabled {
+            app = app.route("/metrics", get(metrics::scrape));
+        }
+        let app = app
             .route("/", get(web::index))
             .route("/{*path}", get(web::file))
             .with_state(state);
