@@ -13,6 +13,7 @@ use switchyard_signal::{
     ActiveSpeaker, DisconnectReason, ErrorCode, ParticipantInfo, ServerMessage, TrackSource,
 };
 use switchyard_stats::rate::BitrateSampler;
+use switchyard_stats::{Live, LiveGuard};
 
 use crate::admin::{
     layer_view, ParticipantView, PermissionsView, RoomInfo, RoomOptions, RoomStats, TrackStatsView,
@@ -130,6 +131,8 @@ struct RoomTask {
     empty_timeout: Duration,
     /// Since when the room has had nobody in it.
     empty_since: Option<Instant>,
+    /// Counts the room in the rooms gauge while its task lives.
+    _live: LiveGuard,
 }
 
 /// How often bitrates are sampled for the admin API.
@@ -152,6 +155,7 @@ pub(crate) fn spawn(
         speakers: Arc::new(Mutex::new(ActiveSpeakerDetector::new(
             SpeakerConfig::default(),
         ))),
+        _live: shared.stats.live_guard(Live::Rooms),
         shared,
         tx: tx.clone(),
         created_at: unix_ms() / 1000,

@@ -26,6 +26,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub auth: AuthConfig,
     pub webhook: WebhookConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -111,6 +112,30 @@ pub struct WebhookConfig {
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
     pub queue_size: usize,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Empty: no token required.
+    pub bearer_token: String,
+}
+
+/// Says whether a token is set, never the token (`--print-config` output gets pasted into
+/// issues).
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = if self.bearer_token.is_empty() {
+            ""
+        } else {
+            "<redacted>"
+        };
+        f.debug_struct("MetricsConfig")
+            .field("enabled", &self.enabled)
+            .field("bearer_token", &token)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +269,19 @@ impl Config {
             return invalid(
                 "auth.keys",
                 "dev mode is off and no API key is configured: nobody could join",
+            );
+        }
+        // RFC 6750's token68 is narrower, but anything a client can put in a header line
+        // after `Bearer ` without quoting works; whitespace would never match.
+        if !self
+            .metrics
+            .bearer_token
+            .bytes()
+            .all(|b| b.is_ascii_graphic())
+        {
+            return invalid(
+                "metrics.bearer_token",
+                "must be printable ASCII without spaces",
             );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -539,6 +577,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("SWITCHYARD_RTC_UDP_PORT"), "{e}");
+    }
+
+    #[test]
+    fn metrics_token_from_the_environment_never_printed() {
+        let c = Config::embedded_default();
+        assert!(c.metrics.enabled);
+        assert_eq!(c.metrics.bearer_token, "", "open by default");
+        let c = Config::load(
+            None,
+            env(&[("SWITCHYARD_METRICS_BEARER_TOKEN", "s3cret-t0k")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.metrics.bearer_token, "s3cret-t0k");
+        let printed = format!("{c:#?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+        let e = Config::load(
+            None,
+            env(&[("SWITCHYARD_METRICS_BEARER_TOKEN", "two words")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("metrics.bearer_token"), "{e}");
     }
 
     #[test]

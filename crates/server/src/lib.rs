@@ -1,9 +1,11 @@
-//! The Switchyard server: configuration, the HTTP app (signaling WebSocket, web client),
-//! start-up and graceful shutdown. `main.rs` only parses the command line.
+//! The Switchyard server: configuration, the HTTP app (signaling WebSocket, web client,
+//! Prometheus metrics), start-up and graceful shutdown. `main.rs` only parses the command
+//! line.
 
 pub mod admin;
 pub mod auth;
 pub mod config;
+mod metrics;
 mod web;
 pub mod webhook;
 pub mod ws;
@@ -19,6 +21,7 @@ use tokio::sync::watch;
 
 use switchyard_router::{Router, RtcEngine};
 use switchyard_signal::token::ApiKeys;
+use switchyard_stats::metrics::Metrics;
 use switchyard_stats::MediaStats;
 
 pub use config::Config;
@@ -30,6 +33,8 @@ pub struct AppState {
     /// The API keys tokens are checked against (with the dev key in dev mode).
     pub keys: Arc<ApiKeys>,
     pub router: Router,
+    /// The Prometheus registry over the router's counters.
+    pub metrics: Arc<Metrics>,
     /// Flips to `true` when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -40,6 +45,7 @@ pub struct Server {
     listener: TcpListener,
     engine: Arc<RtcEngine>,
     router: Router,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
@@ -59,16 +65,15 @@ impl Server {
                 config.udp_bind()
             )
         })?);
-        let router = Router::new(
-            engine.clone(),
-            config.room_settings(),
-            Arc::new(MediaStats::default()),
-        );
+        let stats = Arc::new(MediaStats::default());
+        let metrics = Arc::new(Metrics::new(stats.clone()));
+        let router = Router::new(engine.clone(), config.room_settings(), stats);
         Ok(Server {
             config: Arc::new(config),
             listener,
             engine,
             router,
+            metrics,
         })
     }
 
@@ -107,6 +112,7 @@ impl Server {
             config: self.config.clone(),
             keys: Arc::new(self.config.api_keys()),
             router: self.router.clone(),
+            metrics: self.metrics.clone(),
             shutdown: shutdown_rx.clone(),
         };
         let mut app = axum::Router::new()
@@ -119,6 +125,9 @@ impl Server {
                  auth.keys before exposing this server."
             );
             app = app.route("/dev/token", get(auth::dev_token));
+        }
+        if self.config.metrics.enabled {
+            app = app.route("/metrics", get(metrics::scrape));
         }
         let (admin_routes, openapi) = admin::routes();
         let openapi = Arc::new(openapi);

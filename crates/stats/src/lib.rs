@@ -1,12 +1,58 @@
 //! Switchyard's counters: what the router counts on the media path, read by the server.
 //!
 //! Counters are plain atomics updated with `Relaxed` ordering: the hot path never takes a
-//! lock to count. No I/O here; exporting (Prometheus) reads these.
+//! lock to count. Distributions (latency, RTT, jitter, loss) are Prometheus histograms,
+//! whose `observe` is a few atomic adds, also lock-free. [`metrics`] exports all of it in
+//! the Prometheus text format, reading the atomics at scrape time. No I/O here, except
+//! the process collector reading `/proc/self` during a scrape.
 
+pub mod metrics;
+pub mod quality;
 pub mod rate;
 
+use std::ops::Index;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+
+pub use quality::{Quality, ReceptionReport};
+
+/// Audio or video: the media counters are kept per kind, since their rates, sizes and
+/// loss sensitivity differ by orders of magnitude.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub const ALL: [MediaKind; 2] = [MediaKind::Audio, MediaKind::Video];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+}
+
+/// One `T` per [`MediaKind`], indexed by it.
+#[derive(Debug, Default)]
+pub struct PerKind<T>([T; MediaKind::ALL.len()]);
+
+impl<T> PerKind<T> {
+    pub fn from_fn(mut f: impl FnMut(MediaKind) -> T) -> Self {
+        PerKind(MediaKind::ALL.map(&mut f))
+    }
+}
+
+impl<T> Index<MediaKind> for PerKind<T> {
+    type Output = T;
+
+    #[inline]
+    fn index(&self, kind: MediaKind) -> &T {
+        &self.0[kind as usize]
+    }
+}
 
 /// Packets and bytes through one point of the media path.
 #[derive(Debug, Default)]
@@ -36,7 +82,8 @@ impl PacketCounter {
 pub enum DropReason {
     /// The subscriber's queue was full: its connection could not keep up.
     QueueFull,
-    /// The subscriber's connection refused the write (closed, or not yet negotiated).
+    /// The subscriber's connection did not send it: closed, not yet negotiated, or its
+    /// DTLS/SRTP not up yet.
     WriteFailed,
     /// The subscriber asked for nothing of the track (`off`).
     Paused,
@@ -102,10 +149,47 @@ impl DropCounters {
     }
 }
 
+/// The two ways RTCP asks for a keyframe (RFC 4585 PLI, RFC 5104 FIR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyframeRequest {
+    Pli,
+    Fir,
+}
+
+impl KeyframeRequest {
+    pub const ALL: [KeyframeRequest; 2] = [KeyframeRequest::Pli, KeyframeRequest::Fir];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyframeRequest::Pli => "pli",
+            KeyframeRequest::Fir => "fir",
+        }
+    }
+}
+
+/// Keyframe requests counted by type.
+#[derive(Debug, Default)]
+pub struct KeyframeRequestCounters {
+    by_type: [AtomicU64; KeyframeRequest::ALL.len()],
+}
+
+impl KeyframeRequestCounters {
+    #[inline]
+    pub fn add(&self, request: KeyframeRequest) {
+        self.by_type[request as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, request: KeyframeRequest) -> u64 {
+        self.by_type[request as usize].load(Ordering::Relaxed)
+    }
+}
+
 /// Kinds of long-lived objects the router counts while they exist, so a leak (a task or
 /// connection that outlives its participant) shows as a gauge that never returns to zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Live {
+    /// Room tasks.
+    Rooms,
     /// Participant tasks (each owns two peer connections).
     Participants,
     /// Published tracks being read.
@@ -115,7 +199,12 @@ pub enum Live {
 }
 
 impl Live {
-    pub const ALL: [Live; 3] = [Live::Participants, Live::UpTracks, Live::DownTracks];
+    pub const ALL: [Live; 4] = [
+        Live::Rooms,
+        Live::Participants,
+        Live::UpTracks,
+        Live::DownTracks,
+    ];
 }
 
 /// Counts one live object of a kind until dropped.
@@ -135,19 +224,25 @@ impl Drop for LiveGuard {
 #[derive(Debug, Default)]
 pub struct MediaStats {
     live: [AtomicI64; Live::ALL.len()],
-    /// RTP received from publishers.
-    pub received: PacketCounter,
-    /// RTP written to subscribers.
-    pub forwarded: PacketCounter,
+    /// RTP received from publishers (payload bytes).
+    pub received: PerKind<PacketCounter>,
+    /// RTP the subscribers' connections sent (payload bytes), retransmissions included.
+    pub forwarded: PerKind<PacketCounter>,
     pub dropped: DropCounters,
-    /// Keyframe requests (PLI) sent to publishers.
-    pub keyframe_requests_sent: AtomicU64,
-    /// PLI/FIR received from subscribers.
-    pub keyframe_requests_received: AtomicU64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests_sent: KeyframeRequestCounters,
+    /// Keyframe requests received from subscribers.
+    pub keyframe_requests_received: KeyframeRequestCounters,
+    /// NACK messages received from subscribers.
+    pub nacks_received: AtomicU64,
+    /// Packets those NACKs asked for (a NACK can name up to 17 per pair).
+    pub nacked_packets: AtomicU64,
     /// Packets resent to subscribers from the router's cache after a NACK.
     pub retransmissions_sent: AtomicU64,
     /// Webhook deliveries (the server's webhook dispatcher counts them).
     pub webhooks: WebhookCounters,
+    /// Forwarding latency and the subscribers' reception quality.
+    pub quality: Quality,
 }
 
 /// Webhook requests by outcome.
@@ -183,13 +278,19 @@ mod tests {
     #[test]
     fn counters_count() {
         let s = MediaStats::default();
-        s.received.add(100);
-        s.received.add(50);
+        s.received[MediaKind::Video].add(100);
+        s.received[MediaKind::Video].add(50);
+        s.received[MediaKind::Audio].add(20);
         s.dropped.add(DropReason::QueueFull);
-        assert_eq!(s.received.packets(), 2);
-        assert_eq!(s.received.bytes(), 150);
+        assert_eq!(s.received[MediaKind::Video].packets(), 2);
+        assert_eq!(s.received[MediaKind::Video].bytes(), 150);
+        assert_eq!(s.received[MediaKind::Audio].packets(), 1);
+        assert_eq!(s.forwarded[MediaKind::Audio].packets(), 0);
         assert_eq!(s.dropped.get(DropReason::QueueFull), 1);
         assert_eq!(s.dropped.get(DropReason::WriteFailed), 0);
+        s.keyframe_requests_received.add(KeyframeRequest::Fir);
+        assert_eq!(s.keyframe_requests_received.get(KeyframeRequest::Fir), 1);
+        assert_eq!(s.keyframe_requests_received.get(KeyframeRequest::Pli), 0);
     }
 
     #[test]

@@ -4,13 +4,18 @@
 //! so a slow or stalled subscriber delays nobody else.
 
 use std::any::Any;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use webrtc::rtcp::packet::Packet as RtcpPacket;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtcp::receiver_report::ReceiverReport;
+use webrtc::rtcp::sender_report::SenderReport;
 use webrtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use webrtc::rtp::packet::Packet;
 use webrtc::rtp_transceiver::rtp_codec::{
@@ -20,7 +25,7 @@ use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::{TrackLocal, TrackLocalContext, TrackLocalWriter};
 
 use switchyard_stats::rate::TrackTraffic;
-use switchyard_stats::{DropReason, Live, MediaStats};
+use switchyard_stats::{DropReason, KeyframeRequest, Live, MediaKind, MediaStats, ReceptionReport};
 
 use super::uptrack::{LayerWish, UpPacket, UpTrack};
 use crate::ids::ParticipantId;
@@ -72,6 +77,15 @@ impl DownTrackLocal {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The SSRC the subscriber knows this track by, once bound.
+    fn ssrc(&self) -> Option<u32> {
+        self.binding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|b| b.negotiated.ssrc)
     }
 }
 
@@ -195,13 +209,15 @@ impl DownTrack {
     ) -> DownTrack {
         let (tx, rx) = mpsc::channel(queue_packets.max(1));
         let writer = tokio::spawn(write_packets(
-            local,
+            local.clone(),
             rx,
+            uptrack.media_kind(),
             stats.clone(),
             uptrack.traffic.clone(),
         ));
         let rtcp_reader = tokio::spawn(read_subscriber_rtcp(
             sender.clone(),
+            local,
             Arc::downgrade(&uptrack),
             subscriber.clone(),
             stats,
@@ -246,6 +262,7 @@ impl DownTrack {
 async fn write_packets(
     local: Arc<DownTrackLocal>,
     mut rx: mpsc::Receiver<Outgoing<Arc<UpPacket>>>,
+    kind: MediaKind,
     stats: Arc<MediaStats>,
     traffic: Arc<TrackTraffic>,
 ) {
@@ -263,11 +280,17 @@ async fn write_packets(
         let written = binding.writer.write_rtp(packet).await;
         rewriter.release();
         match written {
+            // webrtc-rs answers Ok(0) for a packet it did not send: the sender is paused,
+            // or the connection's DTLS/SRTP is not up yet. Counting those as forwarded
+            // would report media the subscriber never got.
+            Ok(0) | Err(_) => stats.dropped.add(DropReason::WriteFailed),
             Ok(_) => {
-                stats.forwarded.add(bytes);
+                stats.forwarded[kind].add(bytes);
                 traffic.add_sent(bytes);
+                stats
+                    .quality
+                    .observe_forwarding_latency(kind, out.packet.received_at.elapsed());
             }
-            Err(_) => stats.dropped.add(DropReason::WriteFailed),
         }
     }
 }
@@ -344,10 +367,11 @@ impl Rewriter {
 
 /// Drains the subscriber's RTCP for this sender: NACKs are answered from the uptrack's
 /// per-layer cache (they never reach the publisher); PLI and FIR become throttled keyframe
-/// requests for the layer this subscriber receives. Reports are not relayed: each leg
-/// terminates its own RTCP.
+/// requests for the layer this subscriber receives; report blocks feed the reception
+/// quality histograms. Reports are not relayed: each leg terminates its own RTCP.
 async fn read_subscriber_rtcp(
     sender: Arc<RTCRtpSender>,
+    local: Arc<DownTrackLocal>,
     uptrack: Weak<UpTrack>,
     subscriber: ParticipantId,
     stats: Arc<MediaStats>,
@@ -355,21 +379,83 @@ async fn read_subscriber_rtcp(
     let mut lost = Vec::new();
     while let Ok((packets, _)) = sender.read_rtcp().await {
         let Some(up) = uptrack.upgrade() else { return };
-        for packet in packets {
-            let any = packet.as_any();
-            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                stats
-                    .keyframe_requests_received
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                up.request_keyframe_for(&subscriber);
-            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                lost.clear();
-                for pair in &nack.nacks {
-                    lost.extend(pair.packet_list());
+        // Nothing is sent before the answer binds the track, so nothing before it is
+        // feedback about this stream.
+        let Some(ssrc) = local.ssrc() else { continue };
+        // The clock webrtc-rs stamps our Sender Reports with, for the RTT.
+        let arrival = SystemTime::now();
+        for packet in &packets {
+            match feedback(packet.as_ref(), ssrc) {
+                Some(Feedback::KeyframeRequest(request)) => {
+                    stats.keyframe_requests_received.add(request);
+                    up.request_keyframe_for(&subscriber);
                 }
-                up.on_nack(&subscriber, &lost);
+                Some(Feedback::Nack(nack)) => {
+                    lost.clear();
+                    for pair in &nack.nacks {
+                        lost.extend(pair.packet_list());
+                    }
+                    stats.nacks_received.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .nacked_packets
+                        .fetch_add(lost.len() as u64, Ordering::Relaxed);
+                    up.on_nack(&subscriber, &lost);
+                }
+                Some(Feedback::Report(report)) => stats.quality.observe_report(
+                    up.media_kind(),
+                    up.codec.clock_rate,
+                    arrival,
+                    &report,
+                ),
+                None => {}
             }
         }
+    }
+}
+
+/// What an RTCP packet from the subscriber says about one of the streams we send it.
+#[derive(Debug, PartialEq)]
+enum Feedback<'a> {
+    KeyframeRequest(KeyframeRequest),
+    Nack(&'a TransportLayerNack),
+    Report(ReceptionReport),
+}
+
+/// What `packet` says about the stream sent with `ssrc`, if anything. webrtc-rs hands a
+/// whole compound packet to every sender whose SSRC any part of it names (an RR with a
+/// block per stream, followed by a NACK for one of them, reaches them all), so each
+/// downtrack must pick out what concerns its own stream, or a NACK for a video track
+/// would resend audio packets with the same sequence numbers.
+fn feedback(packet: &(dyn RtcpPacket + Send + Sync), ssrc: u32) -> Option<Feedback<'_>> {
+    let any = packet.as_any();
+    if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+        (pli.media_ssrc == ssrc).then_some(Feedback::KeyframeRequest(KeyframeRequest::Pli))
+    } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+        // RFC 5104 4.3.1: a FIR names its streams in its entries; the media SSRC is
+        // unused (0), though some senders set it.
+        (fir.media_ssrc == ssrc || fir.fir.iter().any(|entry| entry.ssrc == ssrc))
+            .then_some(Feedback::KeyframeRequest(KeyframeRequest::Fir))
+    } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+        (nack.media_ssrc == ssrc).then_some(Feedback::Nack(nack))
+    } else {
+        let reports = if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+            &rr.reports
+        } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+            &sr.reports
+        } else {
+            return None;
+        };
+        reports
+            .iter()
+            .find(|block| block.ssrc == ssrc)
+            .map(|block| {
+                Feedback::Report(ReceptionReport {
+                    fraction_lost: block.fraction_lost,
+                    jitter: block.jitter,
+                    last_sender_report: block.last_sender_report,
+                    delay: block.delay,
+                })
+            })
     }
 }
 
@@ -409,7 +495,11 @@ mod tests {
         };
         let descriptor = vp8.then(|| vp8::parse(payload).unwrap());
         Outgoing {
-            packet: Arc::new(UpPacket { rtp, audio_level }),
+            packet: Arc::new(UpPacket {
+                rtp,
+                audio_level,
+                received_at: std::time::Instant::now(),
+            }),
             forward: crate::media::forwarder::Forward {
                 seq: 0x1_0005,
                 ts: 0x1_0000_0007,
@@ -486,6 +576,75 @@ mod tests {
             second, first_ptr,
             "the buffer is reclaimed, not reallocated"
         );
+    }
+
+    /// A compound packet as Chrome sends it reaches every sender it names: each takes
+    /// only what is about its own SSRC.
+    #[test]
+    fn feedback_is_picked_per_stream_from_a_compound_packet() {
+        use webrtc::rtcp::payload_feedbacks::full_intra_request::FirEntry;
+        use webrtc::rtcp::reception_report::ReceptionReport as Block;
+        use webrtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
+
+        const AUDIO: u32 = 1111;
+        const VIDEO: u32 = 2222;
+        let block = |ssrc, fraction_lost| Block {
+            ssrc,
+            fraction_lost,
+            jitter: 480,
+            last_sender_report: 0x1234_5678,
+            delay: 655,
+            ..Default::default()
+        };
+        let compound: Vec<Box<dyn RtcpPacket + Send + Sync>> = vec![
+            Box::new(ReceiverReport {
+                ssrc: 1,
+                reports: vec![block(AUDIO, 0), block(VIDEO, 26)],
+                ..Default::default()
+            }),
+            Box::new(TransportLayerNack {
+                sender_ssrc: 1,
+                media_ssrc: VIDEO,
+                nacks: vec![NackPair {
+                    packet_id: 77,
+                    lost_packets: 0,
+                }],
+            }),
+            Box::new(PictureLossIndication {
+                sender_ssrc: 1,
+                media_ssrc: VIDEO,
+            }),
+            Box::new(FullIntraRequest {
+                sender_ssrc: 1,
+                media_ssrc: 0,
+                fir: vec![FirEntry {
+                    ssrc: VIDEO,
+                    sequence_number: 1,
+                }],
+            }),
+        ];
+        let seen = |ssrc| -> Vec<_> {
+            compound
+                .iter()
+                .filter_map(|p| feedback(p.as_ref(), ssrc))
+                .collect()
+        };
+        let report = |fraction_lost| {
+            Feedback::Report(ReceptionReport {
+                fraction_lost,
+                jitter: 480,
+                last_sender_report: 0x1234_5678,
+                delay: 655,
+            })
+        };
+        assert_eq!(seen(AUDIO), vec![report(0)]);
+        let video = seen(VIDEO);
+        assert_eq!(video.len(), 4, "{video:?}");
+        assert_eq!(video[0], report(26));
+        assert!(matches!(video[1], Feedback::Nack(n) if n.nacks[0].packet_id == 77));
+        assert_eq!(video[2], Feedback::KeyframeRequest(KeyframeRequest::Pli));
+        assert_eq!(video[3], Feedback::KeyframeRequest(KeyframeRequest::Fir));
+        assert!(seen(3333).is_empty());
     }
 
     #[test]

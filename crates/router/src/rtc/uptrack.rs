@@ -20,7 +20,7 @@ use webrtc::track::track_remote::TrackRemote;
 
 use switchyard_signal::{LayerInfo, Quality, TrackKind};
 use switchyard_stats::rate::TrackTraffic;
-use switchyard_stats::{DropReason, Live, LiveGuard, MediaStats};
+use switchyard_stats::{DropReason, KeyframeRequest, Live, LiveGuard, MediaKind, MediaStats};
 
 use crate::ids::{ParticipantId, TrackId};
 use crate::keyframe::{KeyframeDecision, KeyframeThrottle};
@@ -37,6 +37,8 @@ pub(crate) struct UpPacket {
     pub rtp: Packet,
     /// The audio-level extension's byte (RFC 6464: V flag and -dBov level), if it came.
     pub audio_level: Option<u8>,
+    /// When the uptrack read it: each writer measures its forwarding latency from here.
+    pub received_at: std::time::Instant,
 }
 
 /// The room's active-speaker detector, fed by its audio tracks.
@@ -173,7 +175,7 @@ impl UpTrack {
                 return;
             }
             let now = Instant::now().into_std();
-            self.stats.received.add(packet.payload.len());
+            self.stats.received[self.media_kind()].add(packet.payload.len());
             self.traffic
                 .add_received(layer as usize, packet.payload.len());
             let audio_level_byte = audio_level_ext
@@ -220,6 +222,7 @@ impl UpTrack {
                 packet: Arc::new(UpPacket {
                     rtp: packet,
                     audio_level: audio_level_byte,
+                    received_at: now,
                 }),
                 now,
             };
@@ -294,6 +297,13 @@ impl UpTrack {
         let layer = self.core().current_layer(subscriber);
         if let (Some(tx), Some(layer)) = (&self.keyframe_requests, layer) {
             let _ = tx.try_send(layer);
+        }
+    }
+
+    pub(crate) fn media_kind(&self) -> MediaKind {
+        match self.kind {
+            TrackKind::Audio => MediaKind::Audio,
+            TrackKind::Video => MediaKind::Video,
         }
     }
 
@@ -428,7 +438,7 @@ async fn request_keyframes(
             };
             match pc.write_rtcp(&[Box::new(pli)]).await {
                 Ok(_) => {
-                    stats.keyframe_requests_sent.fetch_add(1, Ordering::Relaxed);
+                    stats.keyframe_requests_sent.add(KeyframeRequest::Pli);
                 }
                 Err(e) => tracing::debug!(error = %e, "sending PLI"),
             }

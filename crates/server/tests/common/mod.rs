@@ -27,6 +27,7 @@ use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
@@ -315,6 +316,12 @@ pub struct ClientOptions {
     pub on_track_published: Option<TrackPublishedReply>,
     /// The join token; default: a development-key token for the name as identity.
     pub token: Option<String>,
+    /// Reads the server's RTCP on every received track, so the client's report
+    /// interceptor answers the server's Sender Reports (LSR/DLSR: the server's RTT), as a
+    /// browser does. Off by default: webrtc-rs 0.17.2's `RTCRtpReceiver::read_rtcp` holds
+    /// the receiver's track lock while it waits, so each renegotiation waits for the next
+    /// Sender Report (up to 1 s), and the track's RTP reads queue behind it.
+    pub read_sender_reports: bool,
 }
 
 impl Default for ClientOptions {
@@ -324,6 +331,7 @@ impl Default for ClientOptions {
             audio_interval: Duration::from_millis(20),
             on_track_published: None,
             token: None,
+            read_sender_reports: false,
         }
     }
 }
@@ -343,6 +351,8 @@ pub struct RtcClient {
     publisher: Arc<RTCPeerConnection>,
     subscriber: Arc<RTCPeerConnection>,
     tasks: Vec<JoinHandle<()>>,
+    /// The synthetic microphone and camera.
+    media_tasks: Vec<JoinHandle<()>>,
 }
 
 impl RtcClient {
@@ -374,6 +384,7 @@ impl RtcClient {
             audio_interval,
             on_track_published,
             token,
+            read_sender_reports,
         } = options;
         let token = token.unwrap_or_else(|| dev_token(room, name));
         let mut ws = server.connect().await;
@@ -405,9 +416,13 @@ impl RtcClient {
         let seen: Arc<Mutex<HashMap<(String, String), TrackSeen>>> = Arc::default();
         let counts = received.clone();
         let seen_by_track = seen.clone();
-        subscriber.on_track(Box::new(move |track, _, _| {
+        subscriber.on_track(Box::new(move |track, receiver, _| {
             let counts = counts.clone();
             let seen = seen_by_track.clone();
+            if read_sender_reports {
+                // The report interceptor answers only the Sender Reports it reads.
+                tokio::spawn(async move { while receiver.read_rtcp().await.is_ok() {} });
+            }
             tokio::spawn(async move {
                 let key = (track.stream_id(), track.id());
                 let mut buf = vec![0u8; 1500];
@@ -495,6 +510,7 @@ impl RtcClient {
             publisher,
             subscriber,
             tasks: vec![writer, reader],
+            media_tasks: Vec::new(),
         };
         client.publish(codec, audio_interval).await;
         client
@@ -543,13 +559,13 @@ impl RtcClient {
         let sdp = self.publisher.local_description().await.unwrap().sdp;
         self.send(json!({"type": "publish_offer", "sdp": sdp}));
 
-        self.tasks.push(tokio::spawn(send_synthetic(
+        self.media_tasks.push(tokio::spawn(send_synthetic(
             audio,
             audio_interval,
             160,
             None,
         )));
-        self.tasks.push(tokio::spawn(send_synthetic(
+        self.media_tasks.push(tokio::spawn(send_synthetic(
             video,
             Duration::from_millis(33),
             1000,
@@ -594,6 +610,38 @@ impl RtcClient {
             .expect("NACK sent");
     }
 
+    /// Sends the server a keyframe request (PLI, or FIR when `fir`) for a track this
+    /// client receives.
+    pub async fn send_keyframe_request(&self, media_ssrc: u32, fir: bool) {
+        let packet: Box<dyn webrtc::rtcp::packet::Packet + Send + Sync> = if fir {
+            // RFC 5104: a FIR names the stream in its entry, not in the media SSRC.
+            Box::new(FullIntraRequest {
+                sender_ssrc: 0,
+                media_ssrc: 0,
+                fir: vec![FirEntry {
+                    ssrc: media_ssrc,
+                    sequence_number: 1,
+                }],
+            })
+        } else {
+            Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            })
+        };
+        self.subscriber
+            .write_rtcp(&[packet])
+            .await
+            .expect("keyframe request sent");
+    }
+
+    /// Stops publishing media (the connections stay up).
+    pub fn stop_media(&mut self) {
+        for task in self.media_tasks.drain(..) {
+            task.abort();
+        }
+    }
+
     pub fn snapshot(&self) -> HashMap<(String, String), u64> {
         self.received.lock().unwrap().clone()
     }
@@ -603,7 +651,7 @@ impl RtcClient {
     }
 
     pub async fn close(self) {
-        for task in &self.tasks {
+        for task in self.tasks.iter().chain(&self.media_tasks) {
             task.abort();
         }
         let _ = self.publisher.close().await;
@@ -710,6 +758,44 @@ pub fn token_with(identity: &str, grant: Grant) -> String {
         &Claims::new(DEV_API_KEY, identity, unix_now(), 3600).with_grant(grant),
         DEV_API_SECRET,
     )
+}
+
+/// A plain HTTP/1.0 GET (the server closes the connection after the response): status,
+/// headers (names lower-cased) and body.
+pub async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, HashMap<String, String>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("HTTP connect");
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("HTTP send");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("HTTP response in time")
+        .expect("HTTP read");
+    let response = String::from_utf8(response).expect("UTF-8 response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP head and body");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
 }
 
 /// Polls `condition` every 50 ms until it holds, or panics with `what` after `within`.
