@@ -1,4 +1,5 @@
 //! The load-test harness as a library: the binary (`src/main.rs`) drives it; tests and the
 //! benchmark script use the same pieces.
 
+pub mod procstat;
 pub mod target;
