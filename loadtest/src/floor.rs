@@ -345,6 +345,10 @@ pub struct LoadResult {
     pub jitter_us: f64,
     /// Wall time from the first send to the end of the drain.
     pub wall: Duration,
+    /// From the first send to the last.
+    pub window: Duration,
+    /// When sending started, seconds since the Unix epoch.
+    pub started_unix_s: f64,
     pub generator_cpu_seconds: f64,
     pub server_cpu_seconds: Option<f64>,
     pub server_peak_rss_bytes: Option<u64>,
@@ -453,6 +457,9 @@ pub fn run_load(options: &LoadOptions) -> io::Result<LoadResult> {
         .server_pid
         .and_then(|pid| procstat::cpu_seconds(pid).ok());
     let generator_cpu_before = procstat::cpu_seconds(std::process::id())?;
+    result.started_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let started = Instant::now();
     let sending = {
         let (done, sent) = (Arc::clone(&done), Arc::clone(&sent));
@@ -472,8 +479,9 @@ pub fn run_load(options: &LoadOptions) -> io::Result<LoadResult> {
     loop {
         if drain_until.is_none() && done.load(Ordering::Acquire) {
             drain_until = Some(Instant::now() + options.drain);
+            result.window = started.elapsed();
             let busy = procstat::cpu_seconds(std::process::id())? - generator_cpu_before;
-            result.generator_cpu_pct = 100.0 * busy / started.elapsed().as_secs_f64().max(1e-9);
+            result.generator_cpu_pct = 100.0 * busy / result.window.as_secs_f64().max(1e-9);
         }
         if drain_until.is_some_and(|t| Instant::now() >= t) {
             break;
@@ -625,7 +633,6 @@ pub fn report_json(options: &LoadOptions, result: &LoadResult, scenario: &str) -
         (Some(peak), Some(before)) => Some(peak.saturating_sub(before) / participants as u64),
         _ => None,
     };
-    let wall = result.wall.as_secs_f64();
     let generator_cpu_pct = result.generator_cpu_pct;
     let seconds = options.duration.as_secs_f64().max(1e-9);
     json!({
@@ -636,10 +643,16 @@ pub fn report_json(options: &LoadOptions, result: &LoadResult, scenario: &str) -
             "rooms": 1,
             "publishers": 1,
             "subscribers": options.fanout,
+            "video_bitrate_bps": Value::Null,
+            "simulcast": false,
+            "audio_only": false,
+            "duration_s": options.duration.as_secs_f64(),
+            "ramp_s": 0,
             "packet_rate": options.rate,
             "packet_bytes": options.size,
-            "duration_s": options.duration.as_secs_f64(),
         },
+        "started_unix_s": result.started_unix_s,
+        "window_seconds": result.window.as_secs_f64(),
         "participants": participants,
         "join_time_ms": {
             "p50": ms(result.join_us.quantile(0.5)),
@@ -666,7 +679,12 @@ pub fn report_json(options: &LoadOptions, result: &LoadResult, scenario: &str) -
         "generator_cpu_seconds": result.generator_cpu_seconds,
         "generator_cpu_pct": generator_cpu_pct,
         "generator_bound": generator_cpu_pct >= GENERATOR_BOUND_PCT,
-        "wall_seconds": wall,
+        // No thresholds: the benchmark judges loss itself.
+        "pass": Value::Null,
+        "fail_reasons": [],
+        // A receiver that cannot join fails the whole run instead.
+        "errors": {"join_failures": 0, "publish_failures": 0, "subscribe_failures": 0},
+        "by_kind": {"audio": Value::Null, "video": Value::Null},
     })
 }
 
@@ -776,6 +794,39 @@ mod tests {
         assert_eq!(stats.destinations, 5);
         assert!(result.latency_us.quantile(0.5).unwrap() < 50_000.0);
         let report = report_json(&options, &result, "test");
+        // Every key of REPORT-FORMAT.md, present even when null.
+        for key in [
+            "format",
+            "target",
+            "scenario",
+            "started_unix_s",
+            "window_seconds",
+            "participants",
+            "join_time_ms",
+            "expected",
+            "received",
+            "loss_pct",
+            "latency_ms",
+            "jitter_ms",
+            "freezes_per_min",
+            "bitrate_per_subscriber_bps",
+            "forwarded_packets",
+            "server_cpu_seconds",
+            "server_cpu_us_per_packet",
+            "server_peak_rss_bytes",
+            "server_rss_per_participant_bytes",
+            "generator_cpu_seconds",
+            "generator_cpu_pct",
+            "generator_bound",
+            "pass",
+            "fail_reasons",
+            "errors",
+            "by_kind",
+        ] {
+            assert!(report.get(key).is_some(), "{key} missing from {report:#}");
+        }
+        let window = report["window_seconds"].as_f64().unwrap();
+        assert!((0.35..0.6).contains(&window), "window {window} s");
         assert_eq!(report["loss_pct"], 0.0);
         assert_eq!(report["forwarded_packets"], 1000);
         assert_eq!(report["participants"], 6);
