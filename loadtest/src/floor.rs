@@ -329,6 +329,9 @@ pub struct LoadOptions {
     pub drain: Duration,
     /// The forwarder's pid, to read its CPU and memory from /proc.
     pub server_pid: Option<u32>,
+    /// How many rooms this load stands for: only labels the report (the benchmark's
+    /// meetings put the traffic of that many rooms through one sender).
+    pub rooms: usize,
 }
 
 /// What the receivers saw.
@@ -640,7 +643,7 @@ pub fn report_json(options: &LoadOptions, result: &LoadResult, scenario: &str) -
         "target": "udp-floor",
         "scenario": {
             "name": scenario,
-            "rooms": 1,
+            "rooms": options.rooms,
             "publishers": 1,
             "subscribers": options.fanout,
             "video_bitrate_bps": Value::Null,
@@ -781,6 +784,7 @@ mod tests {
             duration: Duration::from_millis(400),
             drain: Duration::from_millis(200),
             server_pid: Some(std::process::id()),
+            rooms: 1,
         };
         let result = run_load(&options).unwrap();
         stop.store(true, Ordering::Relaxed);

@@ -68,6 +68,9 @@ enum Command {
         /// Scenario name written into the report.
         #[arg(long, default_value = "floor")]
         scenario: String,
+        /// Rooms this load stands for: only labels the report.
+        #[arg(long, default_value_t = 1)]
+        rooms: usize,
         /// Write the report here (it is always printed on stdout too).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -121,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             drain,
             server_pid,
             scenario,
+            rooms,
             json,
         } => {
             let options = floor::LoadOptions {
@@ -131,6 +135,7 @@ fn main() -> anyhow::Result<()> {
                 duration: Duration::from_secs_f64(duration),
                 drain: Duration::from_secs_f64(drain),
                 server_pid,
+                rooms,
             };
             let result = floor::run_load(&options)?;
             let report = floor::report_json(&options, &result, &scenario);
