@@ -169,6 +169,9 @@ json.dump({
     "pinning": f"server on CPU {server_cpu}, generator on CPU {gen_cpu} (taskset)",
     "janus_config": f"event_loops = {loops}, debug_level 3, VideoRoom + WebSockets only "
                     "(loadtest/janus/run-janus.sh)",
+    # Other work on these two cores competes with the server and the generator: pinning
+    # does not keep it out. Recorded so a busy run is not mistaken for a clean one.
+    "load_average_at_start": open("/proc/loadavg").read().split()[0],
     "lscpu": lscpu,
 }, open(path, "w"), indent=2)
 EOF
@@ -350,6 +353,10 @@ run_scenario() {  # target scenario steps...
 }
 
 record_machine
+load1="$(cut -d' ' -f1 /proc/loadavg)"
+if python3 -c "import sys; sys.exit(0 if float('$load1') > 0.5 else 1)"; then
+    say "WARNING: load average $load1 before starting: other work competes for these cores"
+fi
 started=$SECONDS
 for step in "${steps[@]}"; do
     case "$step" in

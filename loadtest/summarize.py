@@ -131,9 +131,19 @@ def render(reports, failures, machine):
             ("cpu_model", "CPU"), ("cpus", "CPUs"), ("hypervisor", "Hypervisor"),
             ("kernel", "Kernel"), ("rustc", "rustc"), ("janus", "Janus"),
             ("pinning", "Pinning"), ("janus_config", "Janus config"),
+            ("load_average_at_start", "Load average at start"),
         ]:
             if machine.get(key):
                 out.append(f"- {label}: {machine[key]}")
+        try:
+            busy = float(machine.get("load_average_at_start") or 0) > 0.5
+        except ValueError:
+            busy = False
+        if busy:
+            out.append("- **Other work was running on these cores when the run started** "
+                       "(load average above 0.5): taskset keeps the server and the generator "
+                       "apart, not other processes out, so latency and loss here are "
+                       "pessimistic; CPU per packet (time actually consumed) is less affected.")
         if machine.get("lscpu"):
             out.append("\n<details><summary>lscpu</summary>\n\n```\n"
                        + machine["lscpu"].rstrip() + "\n```\n</details>")

@@ -77,6 +77,13 @@ class Summarize(unittest.TestCase):
         self.assertIn("- CPU: Test CPU", text)
         self.assertIn("- Kernel: 6.1", text)
 
+    def test_a_busy_machine_is_called_out(self):
+        text = self.render([example()], {"load_average_at_start": "2.88"})
+        self.assertIn("- Load average at start: 2.88", text)
+        self.assertIn("Other work was running", text)
+        quiet = self.render([example()], {"load_average_at_start": "0.05"})
+        self.assertNotIn("Other work was running", quiet)
+
     def test_ratios_per_step(self):
         text = self.render([
             variant("switchyard", 100, 20.0),
