@@ -17,8 +17,10 @@
 #   b  ten-person meetings (everyone publishes audio + simulcast video, subscribers on the
 #      medium layer), rooms stepped up
 #   c  one audio publisher -> N subscribers, N stepped up
-# A target's steps stop at the first step with more than 1% loss, or when the generator
-# used >= 90% of its core (generator-bound: the limit measured is the generator's).
+# A target's steps stop at the first step with more than 1% loss or a p99 latency above
+# $MAX_P99_MS ms (default 100: a saturated server with big socket buffers queues before it
+# drops), or when the generator used >= 90% of its core (generator-bound: the limit
+# measured is the generator's).
 #
 # Every measurement runs inside `unshare -n` (a network namespace with only lo, up): the
 # server under test pinned to CPU $SERVER_CPU (default 0), the generator to $GEN_CPU
@@ -26,13 +28,13 @@
 # short profile (10 s windows, fewer steps; about 20 minutes in all).
 #
 # Overrides (environment): A_STEPS, B_STEPS, C_STEPS, FLOOR_A_STEPS, FLOOR_B_STEPS,
-# FLOOR_C_STEPS (space-separated), DURATION (s), SERVER_CPU, GEN_CPU, JANUS_EVENT_LOOPS
-# (default 1), SWITCHYARD_LOG_LEVEL (default warn).
+# FLOOR_C_STEPS (space-separated), DURATION (s), MAX_P99_MS, SERVER_CPU, GEN_CPU,
+# JANUS_EVENT_LOOPS (default 1), SWITCHYARD_LOG_LEVEL (default warn).
 #
 # The generator (`switchyard-loadtest`, branch loadgen) is called as
 #   switchyard-loadtest --target switchyard|janus --url URL --rooms R --publishers P
 #     --subscribers S [--video-bitrate BPS] [--simulcast] [--audio-only]
-#     --duration S --ramp S --json FILE --server-pid PID --max-loss 1
+#     --duration S --ramp S --json FILE --server-pid PID --max-loss 1 --max-p99-latency MS
 # and must write REPORT-FORMAT.md. `--simulcast` means: publishers send three layers and
 # subscribers ask for the medium one; a publisher also subscribes to the other publishers
 # of its room.
@@ -90,6 +92,8 @@ else
     : "${FLOOR_B_STEPS:=1 2 4 8 12 16 24 32 48 64 96 128}"
     : "${FLOOR_C_STEPS:=50 100 200 400 800 1200 1600 2400 3200 4800 6400 9600 12800}"
 fi
+: "${MAX_P99_MS:=100}"
+export MAX_P99_MS
 : "${SERVER_CPU:=0}"
 : "${GEN_CPU:=1}"
 : "${JANUS_EVENT_LOOPS:=1}"
@@ -127,7 +131,7 @@ if [[ -z "${SWITCHYARD_BENCH_IN_NETNS:-}" ]]; then
     [[ ${#rest[@]} -gt 0 ]] || exit 0
     quick=(); [[ "$profile" == quick ]] && quick=(--quick)
     say "entering a network namespace with only loopback"
-    exec unshare -n -- env SWITCHYARD_BENCH_IN_NETNS=1 DURATION="$DURATION" \
+    exec unshare -n -- env SWITCHYARD_BENCH_IN_NETNS=1 DURATION="$DURATION" MAX_P99_MS="$MAX_P99_MS" \
         A_STEPS="$A_STEPS" B_STEPS="$B_STEPS" C_STEPS="$C_STEPS" \
         FLOOR_A_STEPS="$FLOOR_A_STEPS" FLOOR_B_STEPS="$FLOOR_B_STEPS" \
         FLOOR_C_STEPS="$FLOOR_C_STEPS" \
@@ -235,15 +239,19 @@ start_server() {
     esac
 }
 
-# The verdict on a report: "ok", "loss <pct>" or "generator-bound <pct>".
+# The verdict on a report: "ok", "generator-bound ..." or what is past the limits
+# (summarize.py's rules, so the steps and the write-up agree).
 verdict() {
-    python3 - "$1" <<'EOF'
+    python3 - "$1" "$here" <<'EOF'
 import json, sys
+sys.path.insert(0, sys.argv[2])
+import summarize
 r = json.load(open(sys.argv[1]))
+why = summarize.over_limits(r)
 if r["generator_bound"]:
-    print(f"generator-bound {r['generator_cpu_pct']:.0f}")
-elif r["loss_pct"] > 1.0 or r.get("pass") is False:
-    print(f"loss {r['loss_pct']:.2f}")
+    print(f"generator-bound (generator at {r['generator_cpu_pct']:.0f}% of its core)")
+elif why:
+    print("; ".join(why))
 else:
     print("ok")
 EOF
@@ -304,7 +312,8 @@ run_step() {
     else
         taskset -c "$GEN_CPU" timeout "$budget" "$bin/switchyard-loadtest" --target "$target" \
             --url "$server_url" "${cmd[@]}" --duration "$DURATION" --ramp "$ramp" \
-            --json "$report" --server-pid "$server_pid" --max-loss 1 >"$log.load.log" 2>&1 || rc=$?
+            --json "$report" --server-pid "$server_pid" --max-loss 1 \
+            --max-p99-latency "$MAX_P99_MS" >"$log.load.log" 2>&1 || rc=$?
     fi
     stop_pid "$server_pid"
     if [[ ! -s "$report" ]]; then

@@ -101,13 +101,28 @@ class Summarize(unittest.TestCase):
             variant("janus", 100, 40.0),
             variant("janus", 200, 45.0, bound=True),
         ])
-        self.assertIn("- Switchyard: held 200 subscribers at ≤ 1% loss; stopped at 400: "
-                      "loss 3.5% > 1%.", text)
+        self.assertIn("- Switchyard: held 200 subscribers within the limits; stopped at 400: "
+                      "loss 3.50% > 1%.", text)
         self.assertIn("- Janus: held 100 subscribers", text)
         self.assertIn("generator-bound at 200", text)
         self.assertIn("| 200 | Janus | 201 |", text)
         self.assertIn("**(bound)**", text)
         self.assertIn("- Capacity Switchyard / Janus: 2.00", text)
+
+    def test_a_queueing_server_stops_on_latency(self):
+        slow = variant("udp-floor", 3200, 2.0)
+        slow["latency_ms"]["p99"] = 280.6
+        text = self.render([variant("udp-floor", 1600, 2.0), slow])
+        self.assertIn("- UDP floor: held 1600 subscribers within the limits; stopped at 3200: "
+                      "latency p99 280.6 ms > 100 ms.", text)
+
+    def test_the_generators_own_failure_counts(self):
+        r = variant("janus", 100, 40.0)
+        r["pass"] = False
+        r["fail_reasons"] = ["3 joins failed"]
+        text = self.render([r])
+        self.assertIn("- Janus: held no step subscribers within the limits; stopped at 100: "
+                      "3 joins failed.", text)
 
     def test_meetings_step_by_rooms(self):
         r = variant("switchyard", 0, 20.0)
