@@ -333,6 +333,17 @@ async fn audio_and_video_reach_a_subscriber_through_janus() {
     // Again: a room left over from an earlier run is replaced, not an error.
     target.prepare_room("meeting", 2).await.unwrap();
 
+    // A room nobody prepared: Janus's refusal comes back as the error.
+    let error = target
+        .connect("no such room", "mallory")
+        .await
+        .err()
+        .expect("joining an unprepared room fails");
+    assert!(
+        format!("{error:#}").contains("Janus error 426"),
+        "{error:#}"
+    );
+
     let mut alice = target.connect("meeting", "alice").await.unwrap();
     let mut bob = target.connect("meeting", "bob").await.unwrap();
     let joined = t0.elapsed();

@@ -173,7 +173,34 @@ impl Target for JanusTarget {
     async fn connect(&self, room: &str, identity: &str) -> anyhow::Result<Box<dyn Session>> {
         let room = room_id(room);
         let (conn, events) = Conn::open(&self.url, self.options.request_timeout).await?;
-        let session = conn.create_session().await?;
+        let joining = async {
+            let session = conn.create_session().await?;
+            let publisher = conn.attach(session).await?;
+            let joined = conn
+                .message(
+                    session,
+                    publisher,
+                    json!({"request": "join", "ptype": "publisher", "room": room, "display": identity}),
+                    None,
+                )
+                .await
+                .with_context(|| format!("{identity} joining Janus room {room}"))?;
+            if joined.data["videoroom"] != "joined" {
+                bail!("{identity}: unexpected answer to join: {}", joined.data);
+            }
+            let feed = joined.data["id"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("{identity}: no feed id in {}", joined.data))?;
+            Ok((session, publisher, feed, joined))
+        };
+        let (session, publisher, feed, joined) = match joining.await {
+            Ok(joined) => joined,
+            Err(e) => {
+                // Closing the WebSocket makes Janus drop the half-made session.
+                conn.close();
+                return Err(e);
+            }
+        };
         let keepalive = {
             let conn = Arc::clone(&conn);
             let every = self.options.keepalive;
@@ -192,22 +219,6 @@ impl Target for JanusTarget {
                 }
             })
         };
-        let publisher = conn.attach(session).await?;
-        let joined = conn
-            .message(
-                session,
-                publisher,
-                json!({"request": "join", "ptype": "publisher", "room": room, "display": identity}),
-                None,
-            )
-            .await
-            .with_context(|| format!("{identity} joining Janus room {room}"))?;
-        if joined.data["videoroom"] != "joined" {
-            bail!("{identity}: unexpected answer to join: {}", joined.data);
-        }
-        let feed = joined.data["id"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("{identity}: no feed id in {}", joined.data))?;
         let mut janus_session = JanusSession {
             identity: identity.to_owned(),
             conn,
