@@ -677,6 +677,142 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::{MediaPlan, ParticipantSpec};
+    use crate::measure::{TrackResult, VideoResult};
+    use crate::media::StreamId;
+    use crate::run::{plan_participants, Progress};
+
+    fn config() -> RunConfig {
+        RunConfig {
+            target: "switchyard".into(),
+            url: "ws://127.0.0.1:1/rtc".into(),
+            rooms: 1,
+            publishers: 2,
+            subscribers: 1,
+            media: MediaPlan {
+                video_bps: 500_000,
+                simulcast: false,
+                audio_only: false,
+            },
+            duration: Duration::from_secs(10),
+            ramp: 10.0,
+            server_pid: None,
+            progress: Progress::Off,
+            room_prefix: "lt".into(),
+        }
+    }
+
+    /// A stream of `publisher` that arrived from `at` for 10 s, `lost` of 100 missing,
+    /// every packet 2 ms late.
+    fn stream(publisher: u32, stream: StreamId, at: Instant, lost: u64) -> StreamResult {
+        let mut latency = latency_histogram();
+        latency.record_n(2000, 100 - lost).unwrap();
+        StreamResult {
+            publisher,
+            stream,
+            expected: 100,
+            received: 100 - lost,
+            duplicates: 0,
+            late: 0,
+            bytes: 100_000,
+            jitter_us: 500.0,
+            first_at: at,
+            last_at: at + Duration::from_secs(10),
+            latency,
+        }
+    }
+
+    fn track(s: StreamResult) -> TrackResult {
+        TrackResult {
+            video: s.stream.is_video(),
+            frames: s.stream.is_video().then(VideoResult::default),
+            streams: vec![s],
+            unstamped: 0,
+        }
+    }
+
+    fn outcome(spec: ParticipantSpec, started: Instant, tracks: Vec<TrackResult>) -> Outcome {
+        Outcome {
+            spec,
+            started,
+            joined_after: Some(Duration::from_millis(5)),
+            error: None,
+            tracks,
+        }
+    }
+
+    #[test]
+    fn whoever_misses_a_publishers_media_fails_and_loss_is_totalled() {
+        let config = config();
+        let specs = plan_participants(&config);
+        let t0 = Instant::now();
+        let at = t0 + Duration::from_millis(300);
+        let outcomes = vec![
+            // pub-0-0 gets everything from pub-0-1, with 4 packets lost.
+            outcome(
+                specs[0].clone(),
+                t0,
+                vec![
+                    track(stream(1, StreamId::AUDIO, at, 4)),
+                    track(stream(1, StreamId::video(0), at, 0)),
+                ],
+            ),
+            // pub-0-1 never gets pub-0-0's video.
+            outcome(
+                specs[1].clone(),
+                t0,
+                vec![track(stream(0, StreamId::AUDIO, at, 0))],
+            ),
+            // sub-0-0 could not join.
+            Outcome {
+                joined_after: None,
+                error: Some("joining: join refused: unauthorized: no".into()),
+                ..outcome(specs[2].clone(), t0, vec![])
+            },
+        ];
+        let end = t0 + Duration::from_secs(11);
+        let r = build(&config, outcomes, Sent::default(), t0, t0, end, None);
+
+        let failures: Vec<_> = r
+            .failures
+            .iter()
+            .map(|f| (f.identity.as_str(), f.reason.as_str()))
+            .collect();
+        assert_eq!(
+            failures,
+            [
+                ("pub-0-1", "never received pub-0-0 video"),
+                ("sub-0-0", "joining: join refused: unauthorized: no"),
+            ]
+        );
+        assert!(!r.all_participants_ok());
+        let p = &r.participants;
+        assert_eq!(
+            (
+                p.total,
+                p.joined,
+                p.receivers,
+                p.received_from_all,
+                p.failed
+            ),
+            (3, 2, 3, 1, 2)
+        );
+        assert_eq!((r.packets.expected, r.packets.lost), (300, 4));
+        assert!((r.packets.loss_pct - 4.0 / 3.0).abs() < 1e-9);
+        assert_eq!(r.latency.samples, 296);
+        assert_eq!(r.first_media_ms.p50, Some(300.0));
+        assert_eq!(r.all_media_ms.count, 1);
+
+        assert!(r.missed(Some(2.0), Some(2.5)).is_empty());
+        let missed = r.missed(Some(1.0), Some(1.0));
+        assert_eq!(missed.len(), 2, "{missed:?}");
+        assert!(missed[0].starts_with("--max-loss 1: loss was 1.333% (4 of 300 packets)"));
+        // 2 ms, to the histogram's 1% precision.
+        assert!(
+            missed[1].starts_with("--max-p99-latency 1: p99 latency was 2.0"),
+            "{missed:?}"
+        );
+    }
 
     #[test]
     fn summary_by_nearest_rank() {
