@@ -246,9 +246,20 @@ fn connection_api(local_ip: IpAddr) -> anyhow::Result<(API, Arc<UDPMuxDefault>)>
     Ok((api, mux))
 }
 
+/// What does not change over a participant's life.
+struct Ctx<'a> {
+    spec: &'a ParticipantSpec,
+    plan: MediaPlan,
+    local_ip: IpAddr,
+    live: &'a Arc<Live>,
+    started: Instant,
+}
+
 /// What a participant holds until the end of the run.
 #[derive(Default)]
 struct Conn {
+    /// From `started` until `joined`.
+    joined_after: Option<Duration>,
     session: Option<Box<dyn Session>>,
     pcs: Vec<(Arc<RTCPeerConnection>, Arc<UDPMuxDefault>)>,
     /// Media senders and RTCP readers.
@@ -268,20 +279,15 @@ pub async fn run_participant(
     mut stop: Stop,
 ) -> Outcome {
     let started = Instant::now();
-    let mut conn = Conn::default();
-    let mut joined_after = None;
-    let result = participate(
-        &spec,
+    let ctx = Ctx {
+        spec: &spec,
         plan,
-        &*target,
         local_ip,
-        &live,
-        &mut stop,
-        &mut conn,
+        live: &live,
         started,
-        &mut joined_after,
-    )
-    .await;
+    };
+    let mut conn = Conn::default();
+    let result = participate(&ctx, &*target, &mut stop, &mut conn).await;
     let error = result.err().map(|e| {
         live.failed.store(true, Ordering::Relaxed);
         tracing::warn!(participant = %spec.identity, error = %format!("{e:#}"), "participant failed");
@@ -312,7 +318,7 @@ pub async fn run_participant(
     Outcome {
         spec,
         started,
-        joined_after,
+        joined_after: conn.joined_after,
         error,
         tracks,
     }
@@ -326,27 +332,22 @@ async fn stopped_at(stop: &mut Stop) -> Instant {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn participate(
-    spec: &ParticipantSpec,
-    plan: MediaPlan,
+    ctx: &Ctx<'_>,
     target: &dyn Target,
-    local_ip: IpAddr,
-    live: &Arc<Live>,
     stop: &mut Stop,
     conn: &mut Conn,
-    started: Instant,
-    joined_after: &mut Option<Duration>,
 ) -> anyhow::Result<()> {
+    let (spec, live) = (ctx.spec, ctx.live);
     let session = tokio::time::timeout(JOIN_TIMEOUT, target.connect(&spec.room, &spec.identity))
         .await
         .context("joining timed out")?
         .context("joining")?;
-    *joined_after = Some(started.elapsed());
+    conn.joined_after = Some(ctx.started.elapsed());
     live.joined.store(true, Ordering::Relaxed);
     conn.session = Some(session);
 
-    let (api, mux) = connection_api(local_ip)?;
+    let (api, mux) = connection_api(ctx.local_ip)?;
     let subscriber = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
     conn.pcs.push((subscriber.clone(), mux));
     let readers = conn.readers.clone();
@@ -361,12 +362,9 @@ async fn participate(
     }));
 
     if let Some(index) = spec.publisher {
-        tokio::time::timeout(
-            JOIN_TIMEOUT,
-            publish(index, &spec.identity, plan, local_ip, live, stop, conn),
-        )
-        .await
-        .context("publishing timed out")??;
+        tokio::time::timeout(JOIN_TIMEOUT, publish(ctx, index, stop, conn))
+            .await
+            .context("publishing timed out")??;
     }
 
     let session = conn.session.as_mut().expect("set above");
@@ -401,17 +399,10 @@ async fn answer_offer(pc: &RTCPeerConnection, offer: String) -> anyhow::Result<S
         .sdp)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn publish(
-    index: u32,
-    identity: &str,
-    plan: MediaPlan,
-    local_ip: IpAddr,
-    live: &Arc<Live>,
-    stop: &Stop,
-    conn: &mut Conn,
-) -> anyhow::Result<()> {
-    let (api, mux) = connection_api(local_ip)?;
+async fn publish(ctx: &Ctx<'_>, index: u32, stop: &Stop, conn: &mut Conn) -> anyhow::Result<()> {
+    let (plan, live) = (ctx.plan, ctx.live);
+    let identity = ctx.spec.identity.as_str();
+    let (api, mux) = connection_api(ctx.local_ip)?;
     let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
     conn.pcs.push((pc.clone(), mux));
     let sendonly = || {
