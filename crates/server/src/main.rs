@@ -23,7 +23,8 @@ everyone else in the room.
 
 PORTS
   TCP server.bind (default 0.0.0.0:7880): the web client (/), signaling (WebSocket /rtc),
-      /healthz.
+      the room admin API (/api/v1, OpenAPI at /api/v1/openapi.json), Prometheus metrics
+      (/metrics), /healthz, and in development mode /dev/token.
   UDP rtc.udp_port (default 7882): ALL media of all participants, on this one port.
   Open both in your firewall to join from other machines.
 

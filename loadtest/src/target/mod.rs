@@ -12,6 +12,8 @@ pub mod janus;
 
 use async_trait::async_trait;
 
+pub mod switchyard;
+
 /// A server the generator can load.
 #[async_trait]
 pub trait Target: Send + Sync {
