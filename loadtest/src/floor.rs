@@ -33,7 +33,7 @@ use nix::sys::socket::{
 use nix::time::{clock_gettime, ClockId};
 use serde_json::{json, Value};
 
-use crate::procstat;
+use crate::server_proc;
 
 /// A receiver asks the forwarder for the stream with this datagram...
 pub const JOIN: &[u8] = b"switchyard-udp-floor:join";
@@ -419,6 +419,9 @@ pub fn run_load(options: &LoadOptions) -> io::Result<LoadResult> {
         ));
     }
     v4(options.forwarder)?;
+    let ticks = server_proc::ticks_per_second();
+    let cpu_seconds = |pid: u32| server_proc::sample(pid, ticks).map(|s| s.cpu.as_secs_f64());
+    let me = std::process::id();
     let total = (options.rate * options.duration.as_secs_f64()).ceil() as u64;
     let mut result = LoadResult {
         fanout: options.fanout,
@@ -426,7 +429,8 @@ pub fn run_load(options: &LoadOptions) -> io::Result<LoadResult> {
     };
     result.server_rss_before_bytes = options
         .server_pid
-        .and_then(|pid| procstat::rss_bytes(pid).ok());
+        .and_then(|pid| server_proc::sample(pid, ticks).ok())
+        .map(|s| s.rss_kib * 1024);
 
     let mut receivers = Vec::with_capacity(options.fanout);
     for _ in 0..options.fanout {
@@ -456,10 +460,8 @@ pub fn run_load(options: &LoadOptions) -> io::Result<LoadResult> {
     sender.connect(options.forwarder)?;
     let done = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let server_cpu_before = options
-        .server_pid
-        .and_then(|pid| procstat::cpu_seconds(pid).ok());
-    let generator_cpu_before = procstat::cpu_seconds(std::process::id())?;
+    let server_cpu_before = options.server_pid.and_then(|pid| cpu_seconds(pid).ok());
+    let generator_cpu_before = cpu_seconds(me)?;
     result.started_unix_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -483,7 +485,7 @@ pub fn run_load(options: &LoadOptions) -> io::Result<LoadResult> {
         if drain_until.is_none() && done.load(Ordering::Acquire) {
             drain_until = Some(Instant::now() + options.drain);
             result.window = started.elapsed();
-            let busy = procstat::cpu_seconds(std::process::id())? - generator_cpu_before;
+            let busy = cpu_seconds(me)? - generator_cpu_before;
             result.generator_cpu_pct = 100.0 * busy / result.window.as_secs_f64().max(1e-9);
         }
         if drain_until.is_some_and(|t| Instant::now() >= t) {
@@ -534,11 +536,12 @@ pub fn run_load(options: &LoadOptions) -> io::Result<LoadResult> {
         .join()
         .map_err(|_| io::Error::other("the sender thread panicked"))??;
 
-    result.generator_cpu_seconds =
-        procstat::cpu_seconds(std::process::id())? - generator_cpu_before;
+    result.generator_cpu_seconds = cpu_seconds(me)? - generator_cpu_before;
     if let (Some(pid), Some(before)) = (options.server_pid, server_cpu_before) {
-        result.server_cpu_seconds = procstat::cpu_seconds(pid).ok().map(|after| after - before);
-        result.server_peak_rss_bytes = procstat::peak_rss_bytes(pid).ok();
+        if let Ok(after) = server_proc::sample(pid, ticks) {
+            result.server_cpu_seconds = Some(after.cpu.as_secs_f64() - before);
+            result.server_peak_rss_bytes = Some(after.hwm_kib * 1024);
+        }
     }
     result.sent = sent.load(Ordering::Acquire);
     result.expected = result.sent * options.fanout as u64;
@@ -686,7 +689,7 @@ pub fn report_json(options: &LoadOptions, result: &LoadResult, scenario: &str) -
         "pass": Value::Null,
         "fail_reasons": [],
         // A receiver that cannot join fails the whole run instead.
-        "errors": {"join_failures": 0, "publish_failures": 0, "subscribe_failures": 0},
+        "errors": {"join_failures": 0, "other_failures": 0},
         "by_kind": {"audio": Value::Null, "video": Value::Null},
     })
 }

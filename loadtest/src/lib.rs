@@ -14,7 +14,6 @@ pub mod client;
 pub mod floor;
 pub mod measure;
 pub mod media;
-pub mod procstat;
 pub mod report;
 pub mod run;
 pub mod server_proc;
