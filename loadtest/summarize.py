@@ -4,8 +4,11 @@
 Usage: summarize.py RESULTS_DIR [--out FILE|-]
 
 RESULTS_DIR holds one report per run (`*.json`, as bench.sh names them), `machine.json`
-(what bench.sh recorded about the machine), and `*.failed` notes for runs that did not
-produce a report. The output is Markdown: the machine, the method, one table per scenario,
+(what bench.sh recorded about the machine), `*.meta.json` (what bench.sh knows about a run
+that the report does not say: scenario, exit status, the generator's own CPU) and
+`*.failed` notes for runs that did not produce a report. Reports come in two shapes:
+REPORT-FORMAT.md's (udp-floor writes it) and switchyard-loadtest's own (its `--json`),
+which `normalize_generator` maps onto the first. The output is Markdown: the machine, the method, one table per scenario,
 the ratios Switchyard/Janus and Switchyard/floor, and where each target stopped.
 
 A report marked `"example": true` is hand-written: the output then says so at the top, and
@@ -47,12 +50,123 @@ class ReportError(Exception):
     pass
 
 
-def load_report(path):
+# Late frames above this share mean the generator could not keep its own pace: the run then
+# measured the generator (switchyard-loadtest's own rule of thumb is "a few %").
+MAX_LATE_FRAMES_PCT = 5.0
+# Generator CPU at or above this share of its one core: generator-bound.
+GENERATOR_BOUND_PCT = 90.0
+
+
+def guess_scenario(raw):
+    if raw.get("audio_only"):
+        return "c"
+    return "b" if raw.get("simulcast") else "a"
+
+
+def by_kind(receivers):
+    """Expected/received/loss per media kind, from the per-stream details."""
+    kinds = {}
+    for receiver in receivers or []:
+        for stream in receiver.get("streams") or []:
+            kind = "audio" if stream["stream"] == "audio" else "video"
+            k = kinds.setdefault(kind, {"expected": 0, "received": 0})
+            k["expected"] += stream["expected"]
+            k["received"] += stream["received"]
+    out = {"audio": None, "video": None}
+    for kind, k in kinds.items():
+        lost = k["expected"] - k["received"]
+        k["loss_pct"] = 100.0 * lost / k["expected"] if k["expected"] else 0.0
+        # Per-stream percentiles cannot be pooled into one; the report has the pooled ones.
+        k["latency_ms"] = None
+        out[kind] = k
+    return out
+
+
+def normalize_generator(raw, meta, path):
+    """switchyard-loadtest's own report (loadtest/src/report.rs) in REPORT-FORMAT.md's terms.
+
+    Differences the write-up states: the server's CPU (and so CPU per packet) covers the
+    ramp too, joins and DTLS handshakes included (udp-floor's covers the window); join time
+    is to the first media packet; bitrate per subscriber is the median."""
+    try:
+        packets, latency, server = raw["packets"], raw["latency"], raw.get("server") or {}
+        participants, generator = raw["participants"], raw["generator"]
+    except KeyError as e:
+        raise ReportError(f"{path}: not a switchyard-loadtest report (no {e})") from e
+    audio_only = bool(raw.get("audio_only"))
+    gen_cpu = meta.get("generator_cpu_seconds")
+    gen_wall = meta.get("generator_wall_seconds")
+    gen_pct = 100.0 * gen_cpu / gen_wall if gen_cpu is not None and gen_wall else None
+    late = generator.get("late_frames_pct") or 0.0
+    bound = (gen_pct is not None and gen_pct >= GENERATOR_BOUND_PCT) or late > MAX_LATE_FRAMES_PCT
+    exit_code = meta.get("exit_code")
+    reasons = []
+    if exit_code == 3:
+        reasons.append("a --max-* threshold was missed")
+    not_joined = participants["total"] - participants["joined"]
+    if participants.get("failed"):
+        first = (raw.get("failures") or [{}])[0]
+        reasons.append(f"{participants['failed']} participant(s) failed"
+                       + (f" ({first.get('identity')}: {first.get('reason')})" if first else ""))
+    first_media = raw.get("first_media_ms") or {}
+    kbps = (raw.get("receive_kbps") or {}).get("p50")
+    mib = lambda v: None if v is None else int(v * 2**20)
+    return {
+        "format": FORMAT,
+        "source_format": "switchyard-loadtest",
+        "example": raw.get("example", False),
+        "target": raw["target"],
+        "scenario": {
+            "name": meta.get("scenario") or guess_scenario(raw),
+            "rooms": raw["rooms"],
+            "publishers": raw["publishers_per_room"],
+            "subscribers": raw["subscribers_per_room"],
+            "video_bitrate_bps": None if audio_only else raw.get("video_bitrate_bps"),
+            "simulcast": bool(raw.get("simulcast")),
+            "audio_only": audio_only,
+            "duration_s": raw["duration_s"],
+            "ramp_s": raw["ramp_s"],
+        },
+        "started_unix_s": meta.get("started_unix_s"),
+        "window_seconds": raw["duration_s"],
+        "participants": participants["total"],
+        "join_time_ms": {"p50": first_media.get("p50"), "p99": first_media.get("p99")},
+        "expected": packets["expected"],
+        "received": packets["received"],
+        "duplicates": packets.get("duplicates"),
+        "loss_pct": packets["loss_pct"],
+        "latency_ms": {"p50": latency.get("p50_ms"), "p99": latency.get("p99_ms"),
+                       "p999": latency.get("p999_ms")},
+        "jitter_ms": (raw.get("jitter") or {}).get("mean_ms"),
+        "freezes_per_min": None if audio_only else (raw.get("freezes") or {}).get("per_minute"),
+        "bitrate_per_subscriber_bps": None if kbps is None else kbps * 1000.0,
+        "forwarded_packets": packets["received"],
+        "server_cpu_seconds": server.get("cpu_s"),
+        "server_cpu_pct": server.get("cpu_pct"),
+        "server_cpu_us_per_packet": server.get("cpu_us_per_packet"),
+        "server_peak_rss_bytes": mib(server.get("vm_hwm_mib")),
+        "server_rss_per_participant_bytes": (None if server.get("rss_per_participant_kib") is None
+                                             else int(server["rss_per_participant_kib"] * 1024)),
+        "generator_cpu_seconds": gen_cpu,
+        "generator_cpu_pct": gen_pct,
+        "generator_late_frames_pct": late,
+        "generator_bound": bound,
+        "pass": None if exit_code is None else exit_code == 0,
+        "fail_reasons": reasons,
+        "errors": {"join_failures": not_joined,
+                   "other_failures": max(0, participants.get("failed", 0) - not_joined)},
+        "by_kind": by_kind(raw.get("receivers")),
+    }
+
+
+def load_report(path, meta=None):
     with open(path, encoding="utf-8") as f:
         try:
             report = json.load(f)
         except json.JSONDecodeError as e:
             raise ReportError(f"{path}: not JSON ({e})") from e
+    if "format" not in report:
+        report = normalize_generator(report, meta or {}, path)
     if report.get("format") != FORMAT:
         raise ReportError(f"{path}: format is {report.get('format')!r}, expected {FORMAT!r}")
     missing = [k for k in REQUIRED if k not in report]
@@ -71,8 +185,15 @@ def load_dir(directory):
         if name == "machine.json":
             with open(path, encoding="utf-8") as f:
                 machine = json.load(f)
+        elif name.endswith(".meta.json"):
+            continue
         elif name.endswith(".json"):
-            reports.append(load_report(path))
+            meta_path = path[: -len(".json")] + ".meta.json"
+            meta = {}
+            if os.path.exists(meta_path):
+                with open(meta_path, encoding="utf-8") as f:
+                    meta = json.load(f)
+            reports.append(load_report(path, meta))
         elif name.endswith(".failed"):
             with open(path, encoding="utf-8") as f:
                 failures.append((name[: -len(".failed")], f.read().strip()))
@@ -107,9 +228,20 @@ def over_limits(r):
 
 
 def server_cpu_pct(r):
+    if r.get("server_cpu_pct") is not None:
+        return r["server_cpu_pct"]
     if r["server_cpu_seconds"] is None or not r["window_seconds"]:
         return None
     return 100.0 * r["server_cpu_seconds"] / r["window_seconds"]
+
+
+def generator_load(r):
+    parts = []
+    if r.get("generator_cpu_pct") is not None:
+        parts.append(f"generator at {fmt(r['generator_cpu_pct'], 0)}% of its core")
+    if r.get("generator_late_frames_pct"):
+        parts.append(f"{fmt(r['generator_late_frames_pct'], 1)}% of its frames late")
+    return ", ".join(parts) or "generator saturated"
 
 
 def capacity(rows):
@@ -118,9 +250,8 @@ def capacity(rows):
     held, ended = None, "not stopped within the steps run"
     for r in sorted(rows, key=step_of):
         if r["generator_bound"]:
-            ended = (f"generator-bound at {step_of(r)} (generator at "
-                     f"{fmt(r['generator_cpu_pct'], 0)}% of its core): the server's limit "
-                     f"is above what was measured")
+            ended = (f"generator-bound at {step_of(r)} ({generator_load(r)}): the server's "
+                     f"limit is above what was measured")
             break
         why = over_limits(r)
         if why:
@@ -189,7 +320,12 @@ def render(reports, failures, machine):
         "the packet copies the subscribers received. On loopback the sender's system call "
         "also runs the receiver's network stack, so every server is charged for delivering "
         "its copies: the same for all three, which keeps the ratios fair. The UDP floor is "
-        "`udp-floor`: recvmmsg/sendmmsg fan-out with no WebRTC, no SRTP, no RTCP.\n")
+        "`udp-floor`: recvmmsg/sendmmsg fan-out with no WebRTC, no SRTP, no RTCP. For "
+        "Switchyard and Janus (switchyard-loadtest's reports) the server's CPU covers the "
+        "ramp as well as the window, so joins and DTLS handshakes are in their CPU per "
+        "packet and not in the floor's; join time is to the first media packet; kbit/s per "
+        "subscriber is the median; the generator counts as saturated at 90% of its core "
+        f"(bash `time` around it) or above {MAX_LATE_FRAMES_PCT:g}% late frames.\n")
 
     by_scenario = {}
     for r in reports:

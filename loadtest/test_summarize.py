@@ -13,8 +13,9 @@ from contextlib import redirect_stderr
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import summarize  # noqa: E402
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples",
-                       "report-example.json")
+EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
+EXAMPLE = os.path.join(EXAMPLES, "report-example.json")
+GENERATOR_EXAMPLE = os.path.join(EXAMPLES, "generator-report-example.json")
 
 
 def example():
@@ -153,6 +154,92 @@ class Summarize(unittest.TestCase):
         text = self.render([r])
         row = next(line for line in text.splitlines() if line.startswith("| 100 | Switchyard"))
         self.assertIn("| – |", row)
+
+
+class GeneratorReports(unittest.TestCase):
+    """switchyard-loadtest's own report, mapped onto REPORT-FORMAT.md."""
+
+    def load(self, meta=None, **changes):
+        with open(GENERATOR_EXAMPLE, encoding="utf-8") as f:
+            raw = json.load(f)
+        for key, value in changes.items():
+            section, _, field = key.partition("__")
+            if field:
+                raw[section][field] = value
+            else:
+                raw[section] = value
+        d = tempfile.mkdtemp(prefix="summarize-gen-")
+        with open(os.path.join(d, "janus-a-00100.json"), "w", encoding="utf-8") as f:
+            json.dump(raw, f)
+        if meta is not None:
+            with open(os.path.join(d, "janus-a-00100.meta.json"), "w", encoding="utf-8") as f:
+                json.dump(meta, f)
+        reports, _, _ = summarize.load_dir(d)
+        self.assertEqual(len(reports), 1, "the meta file is not a report")
+        return reports[0]
+
+    def test_fields_are_mapped(self):
+        r = self.load()
+        self.assertEqual(r["format"], summarize.FORMAT)
+        self.assertTrue(r["example"])
+        self.assertEqual(r["target"], "janus")
+        self.assertEqual(r["scenario"]["name"], "a")
+        self.assertEqual(r["scenario"]["subscribers"], 100)
+        self.assertEqual((r["expected"], r["received"], r["loss_pct"]), (500000, 499000, 0.2))
+        self.assertEqual(r["latency_ms"], {"p50": 2.0, "p99": 8.0, "p999": 15.0})
+        self.assertEqual(r["join_time_ms"], {"p50": 150.0, "p99": 900.0})
+        self.assertEqual(r["forwarded_packets"], 499000)
+        self.assertEqual(r["server_cpu_us_per_packet"], 24.0)
+        self.assertEqual(r["server_peak_rss_bytes"], 120 * 2**20)
+        self.assertEqual(r["server_rss_per_participant_bytes"], 1014 * 1024)
+        self.assertEqual(r["bitrate_per_subscriber_bps"], 1550000.0)
+        self.assertEqual(r["by_kind"]["audio"]["received"], 1500)
+        self.assertAlmostEqual(r["by_kind"]["video"]["loss_pct"], 100 * 10 / 3500)
+        # Without bench.sh's meta: no exit status, no generator CPU.
+        self.assertIsNone(r["pass"])
+        self.assertIsNone(r["generator_cpu_pct"])
+        self.assertFalse(r["generator_bound"])
+        for key in summarize.REQUIRED:
+            self.assertIn(key, r)
+
+    def test_bench_meta_fills_what_the_report_lacks(self):
+        meta = {"scenario": "c", "exit_code": 3, "generator_cpu_seconds": 33.0,
+                "generator_wall_seconds": 36.0, "started_unix_s": 1.0}
+        r = self.load(meta)
+        self.assertEqual(r["scenario"]["name"], "c")
+        self.assertFalse(r["pass"])
+        self.assertEqual(r["fail_reasons"], ["a --max-* threshold was missed"])
+        self.assertAlmostEqual(r["generator_cpu_pct"], 100 * 33 / 36)
+        self.assertTrue(r["generator_bound"])
+        self.assertEqual(r["started_unix_s"], 1.0)
+
+    def test_late_frames_mean_the_generator_was_the_limit(self):
+        r = self.load(generator__late_frames_pct=12.0)
+        self.assertTrue(r["generator_bound"])
+        text = summarize.render([r], [], {})
+        self.assertIn("12.0% of its frames late", text)
+
+    def test_failed_participants_are_reasons(self):
+        r = self.load({"exit_code": 4},
+                      participants={"total": 101, "joined": 99, "receivers": 100,
+                                    "received_from_all": 97, "failed": 3},
+                      failures=[{"identity": "sub-0-7", "reason": "joining timed out"}])
+        self.assertFalse(r["pass"])
+        self.assertEqual(r["errors"], {"join_failures": 2, "other_failures": 1})
+        self.assertIn("3 participant(s) failed (sub-0-7: joining timed out)", r["fail_reasons"])
+
+    def test_scenario_is_guessed_without_meta(self):
+        self.assertEqual(self.load(audio_only=True)["scenario"]["name"], "c")
+        self.assertEqual(self.load(simulcast=True)["scenario"]["name"], "b")
+        self.assertIsNone(self.load(audio_only=True)["freezes_per_min"])
+
+    def test_something_else_is_refused(self):
+        d = tempfile.mkdtemp(prefix="summarize-bad-")
+        with open(os.path.join(d, "x.json"), "w", encoding="utf-8") as f:
+            json.dump({"hello": 1}, f)
+        with self.assertRaises(summarize.ReportError) as e:
+            summarize.load_dir(d)
+        self.assertIn("not a switchyard-loadtest report", str(e.exception))
 
 
 if __name__ == "__main__":
