@@ -19,8 +19,8 @@
 #   c  one audio publisher -> N subscribers, N stepped up
 # A target's steps stop at the first step with more than 1% loss or a p99 latency above
 # $MAX_P99_MS ms (default 100: a saturated server with big socket buffers queues before it
-# drops), or when the generator used >= 90% of its core (generator-bound: the limit
-# measured is the generator's).
+# drops), or a failed participant, or when the generator was the limit (>= 90% of its core,
+# or more than 5% of its frames late): then the limit measured is the generator's.
 #
 # Every measurement runs inside `unshare -n` (a network namespace with only lo, up): the
 # server under test pinned to CPU $SERVER_CPU (default 0), the generator to $GEN_CPU
@@ -28,16 +28,19 @@
 # short profile (10 s windows, fewer steps; about 20 minutes in all).
 #
 # Overrides (environment): A_STEPS, B_STEPS, C_STEPS, FLOOR_A_STEPS, FLOOR_B_STEPS,
-# FLOOR_C_STEPS (space-separated), DURATION (s), MAX_P99_MS, SERVER_CPU, GEN_CPU,
-# JANUS_EVENT_LOOPS (default 1), SWITCHYARD_LOG_LEVEL (default warn).
+# FLOOR_C_STEPS (space-separated), DURATION (s), RAMP_RATE (joins/s, default 20),
+# MAX_P99_MS, SERVER_CPU, GEN_CPU, JANUS_EVENT_LOOPS (default 1), SWITCHYARD_LOG_LEVEL
+# (default warn).
 #
-# The generator (`switchyard-loadtest`, branch loadgen) is called as
+# The generator is called as
 #   switchyard-loadtest --target switchyard|janus --url URL --rooms R --publishers P
-#     --subscribers S [--video-bitrate BPS] [--simulcast] [--audio-only]
-#     --duration S --ramp S --json FILE --server-pid PID --max-loss 1 --max-p99-latency MS
-# and must write REPORT-FORMAT.md. `--simulcast` means: publishers send three layers and
-# subscribers ask for the medium one; a publisher also subscribes to the other publishers
-# of its room.
+#     --subscribers S [--video-bitrate BPS] [--simulcast] [--audio-only] --duration Ns
+#     --ramp JOINS_PER_S --json FILE --server-pid PID --max-loss 1 --max-p99-latency MS
+# under bash `time` (its own CPU, which its report does not give), and NAME.meta.json
+# records the scenario, exit status and that CPU next to its report (REPORT-FORMAT.md).
+# A publisher also receives the other publishers of its room. Scenario (b) asks for the
+# medium layer; the generator has no layer choice yet, so its receivers end on the full
+# layer on both servers (like for like) until it does.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -93,6 +96,7 @@ else
     : "${FLOOR_C_STEPS:=50 100 200 400 800 1200 1600 2400 3200 4800 6400 9600 12800}"
 fi
 : "${MAX_P99_MS:=100}"
+: "${RAMP_RATE:=20}"
 export MAX_P99_MS
 : "${SERVER_CPU:=0}"
 : "${GEN_CPU:=1}"
@@ -132,6 +136,7 @@ if [[ -z "${SWITCHYARD_BENCH_IN_NETNS:-}" ]]; then
     quick=(); [[ "$profile" == quick ]] && quick=(--quick)
     say "entering a network namespace with only loopback"
     exec unshare -n -- env SWITCHYARD_BENCH_IN_NETNS=1 DURATION="$DURATION" MAX_P99_MS="$MAX_P99_MS" \
+        RAMP_RATE="$RAMP_RATE" \
         A_STEPS="$A_STEPS" B_STEPS="$B_STEPS" C_STEPS="$C_STEPS" \
         FLOOR_A_STEPS="$FLOOR_A_STEPS" FLOOR_B_STEPS="$FLOOR_B_STEPS" \
         FLOOR_C_STEPS="$FLOOR_C_STEPS" \
@@ -243,13 +248,15 @@ start_server() {
 # (summarize.py's rules, so the steps and the write-up agree).
 verdict() {
     python3 - "$1" "$here" <<'EOF'
-import json, sys
+import json, os, sys
 sys.path.insert(0, sys.argv[2])
 import summarize
-r = json.load(open(sys.argv[1]))
+meta_path = sys.argv[1][: -len(".json")] + ".meta.json"
+meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
+r = summarize.load_report(sys.argv[1], meta)
 why = summarize.over_limits(r)
 if r["generator_bound"]:
-    print(f"generator-bound (generator at {r['generator_cpu_pct']:.0f}% of its core)")
+    print(f"generator-bound ({summarize.generator_load(r)})")
 elif why:
     print("; ".join(why))
 else:
@@ -266,8 +273,8 @@ run_step() {
     local target="$1" scenario="$2" n="$3"
     local name; name="$target-$scenario-$(printf %05d "$n")"
     local report="$out/$name.json" log="$out/logs/$name"
-    rm -f "$report" "$out/$name.failed"
-    local cmd=() ramp=0
+    rm -f "$report" "$out/$name.failed" "$out/$name.meta.json"
+    local cmd=() participants=0
     if [[ "$target" == udp-floor ]]; then
         case "$scenario" in
             # 1.5 Mbit/s of 1200-byte packets.
@@ -293,27 +300,44 @@ run_step() {
             return 2
         fi
         case "$scenario" in
-            a) ramp=$(( n / 40 > 5 ? n / 40 : 5 ))
+            a) participants=$((n + 1))
                cmd=(--rooms 1 --publishers 1 --subscribers "$n" --video-bitrate 1500000) ;;
-            b) ramp=$(( n * 10 / 20 > 5 ? n * 10 / 20 : 5 ))
+            b) participants=$((n * 10))
                cmd=(--rooms "$n" --publishers 10 --subscribers 0 --video-bitrate 1500000 --simulcast) ;;
-            c) ramp=$(( n / 40 > 5 ? n / 40 : 5 ))
+            c) participants=$((n + 1))
                cmd=(--rooms 1 --publishers 1 --subscribers "$n" --audio-only) ;;
         esac
     fi
 
     start_server "$target" "$log.server.log" || {
         echo "the server did not start; see logs/$name.server.log" >"$out/$name.failed"; return 2; }
-    local rc=0 budget=$(( ramp + ${DURATION%.*} + 90 ))
+    # The ramp at RAMP_RATE joins a second, the window, and a margin for joining and leaving.
+    local rc=0 budget=$(( participants / RAMP_RATE + ${DURATION%.*} + 120 ))
     if [[ "$target" == udp-floor ]]; then
         taskset -c "$GEN_CPU" timeout "$budget" "$bin/udp-floor" "${cmd[@]}" --to "$server_url" \
             --duration "$DURATION" --server-pid "$server_pid" --scenario "$scenario" \
             --json "$report" >/dev/null 2>"$log.load.log" || rc=$?
     else
-        taskset -c "$GEN_CPU" timeout "$budget" "$bin/switchyard-loadtest" --target "$target" \
-            --url "$server_url" "${cmd[@]}" --duration "$DURATION" --ramp "$ramp" \
-            --json "$report" --server-pid "$server_pid" --max-loss 1 \
-            --max-p99-latency "$MAX_P99_MS" >"$log.load.log" 2>&1 || rc=$?
+        local started_unix_s; started_unix_s="$(date +%s.%N)"
+        # bash's `time` reports what the generator's report does not: its own CPU (timeout
+        # reaps it, so its usage reaches us as a grandchild's).
+        local TIMEFORMAT='%3R %3U %3S'
+        { time taskset -c "$GEN_CPU" timeout "$budget" "$bin/switchyard-loadtest" \
+            --target "$target" --url "$server_url" "${cmd[@]}" --duration "${DURATION}s" \
+            --ramp "$RAMP_RATE" --json "$report" --server-pid "$server_pid" --max-loss 1 \
+            --max-p99-latency "$MAX_P99_MS" >"$log.load.log" 2>&1; } 2>"$log.time" || rc=$?
+        local real user sys
+        read -r real user sys <"$log.time" || true
+        python3 - "$out/$name.meta.json" "$scenario" "$rc" "${real:-}" "${user:-}" "${sys:-}" \
+            "$started_unix_s" <<'EOF'
+import json, sys
+path, scenario, rc, real, user, sys_, started = sys.argv[1:]
+num = lambda v: float(v) if v else None
+cpu = num(user) + num(sys_) if user and sys_ else None
+json.dump({"scenario": scenario, "exit_code": int(rc), "generator_cpu_seconds": cpu,
+           "generator_wall_seconds": num(real), "started_unix_s": num(started)},
+          open(path, "w"), indent=2)
+EOF
     fi
     stop_pid "$server_pid"
     if [[ ! -s "$report" ]]; then

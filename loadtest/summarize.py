@@ -246,8 +246,9 @@ def generator_load(r):
 
 def capacity(rows):
     """The largest step a target held (within the loss and latency limits, not
-    generator-bound, pass not false), and why its steps ended."""
-    held, ended = None, "not stopped within the steps run"
+    generator-bound, pass not false), why its steps ended, and whether that end was the
+    server's limit (False: the generator's, or the steps ran out)."""
+    held, ended, limit = None, "not stopped within the steps run", False
     for r in sorted(rows, key=step_of):
         if r["generator_bound"]:
             ended = (f"generator-bound at {step_of(r)} ({generator_load(r)}): the server's "
@@ -255,10 +256,10 @@ def capacity(rows):
             break
         why = over_limits(r)
         if why:
-            ended = f"stopped at {step_of(r)}: {'; '.join(why)}"
+            ended, limit = f"stopped at {step_of(r)}: {'; '.join(why)}", True
             break
         held = step_of(r)
-    return held, ended
+    return held, ended, limit
 
 
 def ratio(a, b):
@@ -377,14 +378,18 @@ def render(reports, failures, machine):
             mine = [r for r in rows if r["target"] == target]
             if not mine:
                 continue
-            held, ended = capacity(mine)
-            held_by[target] = held
+            held, ended, limit = capacity(mine)
+            held_by[target] = (held, limit)
             out.append(f"- {TARGET_NAMES[target]}: held {held if held is not None else 'no step'}"
                        f" {step_key} within the limits; {ended}.")
-        if held_by.get("switchyard") and held_by.get("janus"):
-            out.append(f"- Capacity Switchyard / Janus: "
-                       f"{fmt(held_by['switchyard'] / held_by['janus'], 2)} "
-                       "(steps held; a generator-bound end makes it a lower bound).")
+        (s_held, s_limit), (j_held, j_limit) = (held_by.get(t, (None, False))
+                                                for t in ("switchyard", "janus"))
+        if s_held and j_held and (s_limit or j_limit):
+            # Only an end at the server's own limit bounds it; a target that did not reach
+            # its limit held at least what it held.
+            relation = "=" if s_limit and j_limit else ("≥" if j_limit else "≤")
+            out.append(f"- Capacity Switchyard / Janus {relation} {fmt(s_held / j_held, 2)} "
+                       "(largest steps held; the steps are coarse).")
         out.append("")
 
     if failures:

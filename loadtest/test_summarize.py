@@ -108,7 +108,17 @@ class Summarize(unittest.TestCase):
         self.assertIn("generator-bound at 200", text)
         self.assertIn("| 200 | Janus | 201 |", text)
         self.assertIn("**(bound)**", text)
-        self.assertIn("- Capacity Switchyard / Janus: 2.00", text)
+        # Janus ended on the generator's limit: Switchyard's 200 against Janus's at least 100.
+        self.assertIn("- Capacity Switchyard / Janus ≤ 2.00", text)
+
+    def test_no_capacity_ratio_when_neither_reached_its_limit(self):
+        text = self.render([variant("switchyard", 100, 20.0), variant("janus", 100, 40.0)])
+        self.assertNotIn("Capacity Switchyard / Janus", text)
+        both = self.render([
+            variant("switchyard", 100, 20.0), variant("switchyard", 200, 20.0, loss=5.0),
+            variant("janus", 100, 40.0), variant("janus", 200, 40.0, loss=5.0),
+        ])
+        self.assertIn("- Capacity Switchyard / Janus = 1.00", both)
 
     def test_a_queueing_server_stops_on_latency(self):
         slow = variant("udp-floor", 3200, 2.0)
