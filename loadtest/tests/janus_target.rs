@@ -569,3 +569,68 @@ async fn a_subscriber_gets_the_simulcast_layer_it_asks_for() {
     }
     drop(janus);
 }
+
+/// The load generator itself (switchyard-loadtest's `run`) through JanusTarget: two
+/// simulcast publishers and a subscriber meet, and the report is what loopback gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generator_runs_a_simulcast_meeting_through_janus() {
+    use switchyard_loadtest::client::MediaPlan;
+    use switchyard_loadtest::run::{fresh_room_prefix, run, Progress, RunConfig};
+
+    let Some(janus) = Janus::start().await else {
+        return;
+    };
+    let config = RunConfig {
+        target: "janus".to_owned(),
+        url: janus.url.clone(),
+        rooms: 1,
+        publishers: 2,
+        subscribers: 1,
+        media: MediaPlan {
+            video_bps: 400_000,
+            simulcast: true,
+            audio_only: false,
+        },
+        duration: Duration::from_secs(4),
+        ramp: 20.0,
+        server_pid: Some(janus.janus_pid as u32),
+        progress: Progress::Off,
+        room_prefix: fresh_room_prefix(),
+    };
+    let report = run(&config, Arc::new(JanusTarget::new(janus.url.clone())))
+        .await
+        .expect("the run completes");
+    let summary = serde_json::to_string_pretty(&report).unwrap();
+
+    let p = &report.participants;
+    assert!(report.all_participants_ok(), "{:?}", report.failures);
+    assert_eq!(
+        (p.total, p.joined, p.received_from_all),
+        (3, 3, 3),
+        "{summary}"
+    );
+    // Janus forwards its default layer, the highest: with the rid order read from the
+    // generator's offer (q/h/f, lowest first) that is "f", the generator's layer 2.
+    for r in &report.receivers {
+        let others = if r.identity.starts_with("pub") { 1 } else { 2 };
+        let full = r.streams.iter().filter(|s| s.stream == "video2").count();
+        assert_eq!(
+            full, others,
+            "{} gets every other publisher's full layer: {summary}",
+            r.identity
+        );
+    }
+    assert!(report.packets.expected > 0);
+    assert!(report.packets.loss_pct < 1.0, "{summary}");
+    assert_eq!(report.packets.unstamped, 0);
+    let p99 = report.latency.p99_ms.expect("latency measured");
+    assert!(p99 < 1000.0, "{summary}");
+    // The server's figures come from Janus's own /proc entries.
+    let server = report.server.as_ref().expect("server figures");
+    assert_eq!(server.pid, janus.janus_pid as u32);
+    assert!(
+        server.cpu_us_per_packet.is_some_and(|us| us > 0.0),
+        "{summary}"
+    );
+    drop(janus);
+}
