@@ -103,6 +103,9 @@ export MAX_P99_MS
 : "${JANUS_EVENT_LOOPS:=1}"
 : "${SWITCHYARD_LOG_LEVEL:=warn}"
 export SWITCHYARD_LOG_LEVEL
+# The default caps a room at 100 participants; scenario (a) and (c) put thousands in one.
+: "${SWITCHYARD_ROOM_MAX_PARTICIPANTS:=100000}"
+export SWITCHYARD_ROOM_MAX_PARTICIPANTS
 
 bin="$root/target/release"
 mkdir -p "$out/logs"
@@ -321,22 +324,42 @@ run_step() {
         local started_unix_s; started_unix_s="$(date +%s.%N)"
         # bash's `time` reports what the generator's report does not: its own CPU (timeout
         # reaps it, so its usage reaches us as a grandchild's).
-        local TIMEFORMAT='%3R %3U %3S'
-        { time taskset -c "$GEN_CPU" timeout "$budget" "$bin/switchyard-loadtest" \
-            --target "$target" --url "$server_url" "${cmd[@]}" --duration "${DURATION}s" \
-            --ramp "$RAMP_RATE" --json "$report" --server-pid "$server_pid" --max-loss 1 \
-            --max-p99-latency "$MAX_P99_MS" >"$log.load.log" 2>&1; } 2>"$log.time" || rc=$?
+        (
+            TIMEFORMAT='%3R %3U %3S'
+            { time taskset -c "$GEN_CPU" timeout "$budget" "$bin/switchyard-loadtest" \
+                --target "$target" --url "$server_url" "${cmd[@]}" --duration "${DURATION}s" \
+                --ramp "$RAMP_RATE" --json "$report" --server-pid "$server_pid" --max-loss 1 \
+                --max-p99-latency "$MAX_P99_MS" >"$log.load.log" 2>&1; } 2>"$log.time"
+        ) &
+        local runner=$!
+        # The window's CPU, the generator's and the server's (cpu_sampler.py says why); on
+        # the generator's core, so the server's stays the server's.
+        taskset -c "$GEN_CPU" python3 "$here/cpu_sampler.py" "$log.cpu" "$runner" "$server_pid" &
+        local sampler=$!
+        wait "$runner" || rc=$?
+        wait "$sampler" || true
         local real user sys
         read -r real user sys <"$log.time" || true
         python3 - "$out/$name.meta.json" "$scenario" "$rc" "${real:-}" "${user:-}" "${sys:-}" \
-            "$started_unix_s" <<'EOF'
+            "$started_unix_s" "$log.cpu" <<'EOF'
 import json, sys
-path, scenario, rc, real, user, sys_, started = sys.argv[1:]
+path, scenario, rc, real, user, sys_, started, samples_path = sys.argv[1:]
 num = lambda v: float(v) if v else None
 cpu = num(user) + num(sys_) if user and sys_ else None
+samples, tps = [], None
+try:
+    for line in open(samples_path):
+        if line.startswith("# ticks_per_second"):
+            tps = int(line.split()[-1])
+        elif line.strip():
+            t, gen, srv = line.split()
+            samples.append([float(t), int(gen), int(srv)])
+except OSError:
+    pass
 json.dump({"scenario": scenario, "exit_code": int(rc), "generator_cpu_seconds": cpu,
-           "generator_wall_seconds": num(real), "started_unix_s": num(started)},
-          open(path, "w"), indent=2)
+           "generator_wall_seconds": num(real), "started_unix_s": num(started),
+           "ticks_per_second": tps, "cpu_samples": samples},
+          open(path, "w"))
 EOF
     fi
     stop_pid "$server_pid"

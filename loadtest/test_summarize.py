@@ -243,6 +243,34 @@ class GeneratorReports(unittest.TestCase):
         self.assertEqual(self.load(simulcast=True)["scenario"]["name"], "b")
         self.assertIsNone(self.load(audio_only=True)["freezes_per_min"])
 
+    def test_window_figures_come_from_the_samples(self):
+        # 5 s of ramp at half a core for the generator, then the window at 95%; the server
+        # at 80% throughout; one stream of 100 packets/s.
+        samples, gen, srv = [], 0, 0
+        for i in range(0, 41):
+            t = i * 0.5
+            samples.append([t, gen, srv])
+            gen += 25 if t < 5.0 else 47.5
+            srv += 40
+        meta = {"ticks_per_second": 100, "cpu_samples": samples}
+        stream = {"publisher": "pub-0-0", "stream": "video0", "expected": 1000,
+                  "received": 1000, "duplicates": 0, "seconds": 10.0}
+        r = self.load(meta, ramp_s=5.0, duration_s=10.0,
+                      receivers=[{"identity": "sub-0-0", "streams": [stream]}])
+        self.assertEqual(r["server_cpu_span"], "window")
+        self.assertAlmostEqual(r["generator_cpu_pct"], 95.0)
+        self.assertTrue(r["generator_bound"])
+        self.assertAlmostEqual(r["server_cpu_pct"], 80.0)
+        # 0.8 CPU-seconds per second over 100 packets per second.
+        self.assertAlmostEqual(r["server_cpu_us_per_packet"], 8000.0)
+        self.assertEqual(r["server_cpu_us_per_packet_run"], 24.0)
+
+    def test_without_samples_the_run_figures_stay(self):
+        r = self.load({"cpu_samples": []})
+        self.assertEqual(r["server_cpu_span"], "run")
+        self.assertEqual(r["server_cpu_us_per_packet"], 24.0)
+        self.assertEqual(r["server_cpu_pct"], 34.3)
+
     def test_something_else_is_refused(self):
         d = tempfile.mkdtemp(prefix="summarize-bad-")
         with open(os.path.join(d, "x.json"), "w", encoding="utf-8") as f:
