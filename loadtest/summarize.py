@@ -98,11 +98,16 @@ def window_cpu(meta, raw):
     (t0, g0, s0), (t1, g1, s1) = inside[0], inside[-1]
     seconds = t1 - t0
     server_s = (s1 - s0) / tps if s0 >= 0 and s1 >= 0 else None
-    # Packets the receivers got in that time: each stream's rate (received over the time
-    # from its first packet to its last) over the window.
-    rate = sum(st["received"] / st["seconds"]
-               for r in raw.get("receivers") or [] for st in r.get("streams") or []
-               if st.get("seconds"))
+    # Packets the receivers got in that time: each receiver's rate over the window. A
+    # receiver's rate is all it received over its longest stream's span (first packet to
+    # last): per stream would not do, since a simulcast layer switch starts a new stream
+    # whose few packets over a few milliseconds make a huge rate.
+    rate = 0.0
+    for r in raw.get("receivers") or []:
+        streams = r.get("streams") or []
+        span = max((st.get("seconds") or 0.0 for st in streams), default=0.0)
+        if span > 0:
+            rate += sum(st["received"] for st in streams) / span
     packets = rate * seconds
     return {
         "seconds": seconds,

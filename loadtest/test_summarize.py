@@ -265,6 +265,13 @@ class GeneratorReports(unittest.TestCase):
         self.assertAlmostEqual(r["server_cpu_us_per_packet"], 8000.0)
         self.assertEqual(r["server_cpu_us_per_packet_run"], 24.0)
 
+        # A layer switch: 2 packets of another layer over 2 ms change the rate by 0.2/s,
+        # not by 1000/s.
+        blip = dict(stream, stream="video1", received=2, expected=2, seconds=0.002)
+        r = self.load(meta, ramp_s=5.0, duration_s=10.0,
+                      receivers=[{"identity": "sub-0-0", "streams": [stream, blip]}])
+        self.assertAlmostEqual(r["server_cpu_us_per_packet"], 0.8e6 / 100.2)
+
     def test_without_samples_the_run_figures_stay(self):
         r = self.load({"cpu_samples": []})
         self.assertEqual(r["server_cpu_span"], "run")
