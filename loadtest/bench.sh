@@ -153,9 +153,9 @@ fi
 
 record_machine() {
     python3 - "$out/machine.json" "$profile" "$SERVER_CPU" "$GEN_CPU" "$JANUS_EVENT_LOOPS" \
-        "$root" <<'EOF'
-import json, subprocess, sys, datetime
-path, profile, server_cpu, gen_cpu, loops, root = sys.argv[1:]
+        "$root" "${steps[*]}" <<'EOF'
+import json, os, subprocess, sys, datetime
+path, profile, server_cpu, gen_cpu, loops, root, steps = sys.argv[1:]
 def run(*cmd):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, cwd=root).stdout.strip()
@@ -168,8 +168,21 @@ janus = next((l for l in run("janus", "--version").splitlines() if l.startswith(
 commit = run("git", "rev-parse", "--short", "HEAD")
 if run("git", "status", "--porcelain", "--untracked-files=no"):
     commit += " (with uncommitted changes)"
+date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+load = open("/proc/loadavg").read().split()[0]
+# Piecewise runs add up in one folder: each invocation is listed, so a write-up that
+# mixes them says so.
+runs = []
+if os.path.exists(path):
+    try:
+        runs = json.load(open(path)).get("runs", [])
+    except (OSError, ValueError):
+        runs = []
+runs.append({"date": date, "git_commit": commit, "load_average_at_start": load,
+             "steps": steps})
 json.dump({
-    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "runs": runs,
+    "date": date,
     "profile": profile,
     "git_commit": commit,
     "cpu_model": field("Model name"),
@@ -183,7 +196,7 @@ json.dump({
                     "(loadtest/janus/run-janus.sh)",
     # Other work on these two cores competes with the server and the generator: pinning
     # does not keep it out. Recorded so a busy run is not mistaken for a clean one.
-    "load_average_at_start": open("/proc/loadavg").read().split()[0],
+    "load_average_at_start": load,
     "lscpu": lscpu,
 }, open(path, "w"), indent=2)
 EOF

@@ -338,12 +338,20 @@ def render(reports, failures, machine):
         ]:
             if machine.get(key):
                 out.append(f"- {label}: {machine[key]}")
+        runs = machine.get("runs") or []
+        if len(runs) > 1:
+            out.append("- Invocations of bench.sh whose reports are here:")
+            for run in runs:
+                out.append(f"  - {run.get('date')} at {run.get('git_commit')}, load average "
+                           f"{run.get('load_average_at_start')}: {run.get('steps')}")
+        loads = [machine.get("load_average_at_start")] + [r.get("load_average_at_start")
+                                                           for r in runs]
         try:
-            busy = float(machine.get("load_average_at_start") or 0) > 0.5
+            busy = max(float(x or 0) for x in loads) > 0.5
         except ValueError:
             busy = False
         if busy:
-            out.append("- **Other work was running on these cores when the run started** "
+            out.append("- **Other work was running on these cores when a run started** "
                        "(load average above 0.5): taskset keeps the server and the generator "
                        "apart, not other processes out, so latency and loss here are "
                        "pessimistic; CPU per packet (time actually consumed) is less affected.")

@@ -85,6 +85,18 @@ class Summarize(unittest.TestCase):
         quiet = self.render([example()], {"load_average_at_start": "0.05"})
         self.assertNotIn("Other work was running", quiet)
 
+    def test_piecewise_runs_are_listed(self):
+        machine = {"load_average_at_start": "0.10", "runs": [
+            {"date": "d1", "git_commit": "aaa", "load_average_at_start": "0.21",
+             "steps": "floor-a floor-b"},
+            {"date": "d2", "git_commit": "bbb", "load_average_at_start": "1.70",
+             "steps": "janus-c summary"}]}
+        text = self.render([example()], machine)
+        self.assertIn("  - d1 at aaa, load average 0.21: floor-a floor-b", text)
+        self.assertIn("  - d2 at bbb, load average 1.70: janus-c summary", text)
+        # The busiest start decides.
+        self.assertIn("Other work was running", text)
+
     def test_ratios_per_step(self):
         text = self.render([
             variant("switchyard", 100, 20.0),
