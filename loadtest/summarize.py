@@ -387,6 +387,14 @@ def render(reports, failures, machine):
         "is the median; the generator counts as saturated at 90% of its core or above "
         f"{MAX_LATE_FRAMES_PCT:g}% late frames.\n")
 
+    # Steps that left a .failed note instead of a report, by (target, scenario, step), from
+    # bench.sh's names: <target>-<scenario>-<step>.
+    failed_steps = {}
+    for name, text in failures:
+        target, _, rest = name.rpartition("-")
+        target, _, scenario = target.rpartition("-")
+        if target in TARGETS and rest.isdigit():
+            failed_steps[(target, scenario, int(rest))] = text
     by_scenario = {}
     for r in reports:
         by_scenario.setdefault(r["scenario"].get("name", "?"), []).append(r)
@@ -438,6 +446,12 @@ def render(reports, failures, machine):
             if not mine:
                 continue
             held, ended, limit = capacity(mine)
+            if ended.startswith("not stopped"):
+                # A later step that left no report ended the steps, not the step list.
+                lost = sorted(step for (t, sc, step), _ in failed_steps.items()
+                              if t == target and sc == name and (held is None or step > held))
+                if lost:
+                    ended = f"the step at {lost[0]} produced no report (listed below)"
             held_by[target] = (held, limit)
             out.append(f"- {TARGET_NAMES[target]}: held {held if held is not None else 'no step'}"
                        f" {step_key} within the limits; {ended}.")

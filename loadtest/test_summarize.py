@@ -169,6 +169,14 @@ class Summarize(unittest.TestCase):
         text = summarize.render(*summarize.load_dir(d))
         self.assertIn("- `janus-a-00600`: generator exited with 1: join timed out", text)
 
+    def test_a_step_without_a_report_ends_the_steps(self):
+        d = self.write([variant("janus", 100, 40.0)])
+        with open(os.path.join(d, "janus-a-00200.failed"), "w", encoding="utf-8") as f:
+            f.write("no report (exit 137)")
+        text = summarize.render(*summarize.load_dir(d))
+        self.assertIn("- Janus: held 100 subscribers within the limits; the step at 200 "
+                      "produced no report (listed below).", text)
+
     def test_nulls_are_shown_as_dashes(self):
         r = copy.deepcopy(example())
         r["server_cpu_us_per_packet"] = None
