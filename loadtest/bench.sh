@@ -166,7 +166,9 @@ field = lambda name: next((l.split(":", 1)[1].strip() for l in lscpu.splitlines(
                            if l.startswith(name + ":")), "")
 janus = next((l for l in run("janus", "--version").splitlines() if l.startswith("Janus version")), "")
 commit = run("git", "rev-parse", "--short", "HEAD")
-if run("git", "status", "--porcelain", "--untracked-files=no"):
+# The results themselves do not make the code uncommitted.
+if run("git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+       ":!loadtest/results", ":!loadtest/RESULTS.md"):
     commit += " (with uncommitted changes)"
 date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 load = open("/proc/loadavg").read().split()[0]
