@@ -147,11 +147,18 @@ class Summarize(unittest.TestCase):
         self.assertIn("- Janus: held no step subscribers within the limits; stopped at 100: "
                       "3 joins failed.", text)
 
+    def test_both_saturated_is_not_called_the_generators_limit_alone(self):
+        r = variant("udp-floor", 3200, 2.0, bound=True)
+        r["server_cpu_seconds"], r["window_seconds"] = 10.0, 10.0
+        text = self.render([variant("udp-floor", 1600, 2.0), r])
+        self.assertIn("with the server at 100% of its core too: both saturated", text)
+
     def test_meetings_step_by_rooms(self):
         r = variant("switchyard", 0, 20.0)
         r["scenario"].update(name="b", rooms=4, publishers=10, subscribers=0, simulcast=True)
         text = self.render([r])
         self.assertIn("## (b) ten-person meetings", text)
+        self.assertIn("no layer choice yet", text)
         self.assertIn("| 4 | Switchyard |", text)
 
     def test_a_report_missing_a_field_is_refused_by_name(self):
