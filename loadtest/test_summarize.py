@@ -97,6 +97,27 @@ class Summarize(unittest.TestCase):
         # The busiest start decides.
         self.assertIn("Other work was running", text)
 
+    def test_the_normalized_file_rebuilds_the_same_page(self):
+        reports = [variant("switchyard", 100, 20.0), variant("janus", 100, 40.0)]
+        for r in reports:
+            del r["example"]
+        d = self.write(reports, {"cpu_model": "Test CPU"})
+        with open(os.path.join(d, "janus-a-00200.failed"), "w", encoding="utf-8") as f:
+            f.write("no report (exit 1)")
+        first = os.path.join(d, "RESULTS.md")
+        with redirect_stderr(io.StringIO()):
+            self.assertEqual(summarize.main([d, "--out", first]), 0)
+        normalized = os.path.join(d, "normalized.json")
+        self.assertTrue(os.path.exists(normalized))
+        again = os.path.join(d, "again.md")
+        with redirect_stderr(io.StringIO()):
+            self.assertEqual(summarize.main([normalized, "--out", again]), 0)
+        with open(first, encoding="utf-8") as a, open(again, encoding="utf-8") as b:
+            self.assertEqual(a.read(), b.read())
+        # And reading the folder again skips normalized.json rather than choking on it.
+        reports2, _, _ = summarize.load_dir(d)
+        self.assertEqual(len(reports2), 2)
+
     def test_ratios_per_step(self):
         text = self.render([
             variant("switchyard", 100, 20.0),
