@@ -1,5 +1,5 @@
-//! The load-test harness as a library: the binary (`src/main.rs`) drives it; tests use
-//! the same pieces.
+//! The load-test harness as a library: the binary (`src/main.rs`) drives it; tests and the
+//! benchmark (`bench.sh`) use the same pieces.
 //!
 //! - [`target`]: the server under test, as a participant's signaling sees it.
 //! - [`client`]: one simulated participant (webrtc-rs peer connections).
@@ -8,8 +8,10 @@
 //! - [`run`]: ramping participants in, progress, stopping everyone at once.
 //! - [`report`]: the merged results, their table and JSON, pass/fail rules.
 //! - [`server_proc`]: the server's CPU and memory from /proc.
+//! - [`floor`]: the UDP fan-out floor (`udp-floor`), the kernel's least cost per copy.
 
 pub mod client;
+pub mod floor;
 pub mod measure;
 pub mod media;
 pub mod report;

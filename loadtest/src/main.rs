@@ -17,6 +17,7 @@ use clap::{Parser, ValueEnum};
 
 use switchyard_loadtest::client::MediaPlan;
 use switchyard_loadtest::run::{self, Progress, RunConfig};
+use switchyard_loadtest::target::janus::JanusTarget;
 use switchyard_loadtest::target::switchyard::SwitchyardTarget;
 use switchyard_loadtest::target::Target;
 use switchyard_loadtest::units::{parse_bitrate, parse_duration};
@@ -130,8 +131,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let target: Arc<dyn Target> = match cli.target {
         TargetKind::Switchyard => Arc::new(SwitchyardTarget::new(&cli.url, api_key, api_secret)),
-        // Wired up when the `janus` branch (loadtest/src/target/janus.rs) is merged.
-        TargetKind::Janus => anyhow::bail!("janus target not built in"),
+        // Subscribers get Janus's default layer, the highest, as Switchyard's do here.
+        TargetKind::Janus => Arc::new(JanusTarget::new(&cli.url)),
     };
     let config = RunConfig {
         target: format!("{:?}", cli.target).to_lowercase(),

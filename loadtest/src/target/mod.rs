@@ -8,6 +8,8 @@
 //! Media is told apart by its payload (see `media.rs`: every packet carries its publisher,
 //! stream, counter and send time), so no target has to map tracks to publishers.
 
+pub mod janus;
+
 use async_trait::async_trait;
 
 pub mod switchyard;

@@ -1,0 +1,284 @@
+"""Tests of summarize.py against the hand-written example report (examples/), and reports
+derived from it. Run: python3 -m unittest discover -s loadtest -p 'test_*.py'"""
+
+import copy
+import io
+import json
+import os
+import sys
+import tempfile
+import unittest
+from contextlib import redirect_stderr
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import summarize  # noqa: E402
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
+EXAMPLE = os.path.join(EXAMPLES, "report-example.json")
+GENERATOR_EXAMPLE = os.path.join(EXAMPLES, "generator-report-example.json")
+
+
+def example():
+    with open(EXAMPLE, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def variant(target, subscribers, cpu_us, loss=0.0, bound=False):
+    r = example()
+    r["target"] = target
+    r["scenario"]["subscribers"] = subscribers
+    r["participants"] = subscribers + 1
+    r["server_cpu_us_per_packet"] = cpu_us
+    r["loss_pct"] = loss
+    r["generator_bound"] = bound
+    r["pass"] = loss <= 1.0
+    r["fail_reasons"] = [] if loss <= 1.0 else [f"loss {loss}% > 1%"]
+    return r
+
+
+class Summarize(unittest.TestCase):
+    def write(self, reports, machine=None):
+        d = tempfile.mkdtemp(prefix="summarize-test-")
+        for i, r in enumerate(reports):
+            with open(os.path.join(d, f"{r['target']}-{i}.json"), "w", encoding="utf-8") as f:
+                json.dump(r, f)
+        if machine is not None:
+            with open(os.path.join(d, "machine.json"), "w", encoding="utf-8") as f:
+                json.dump(machine, f)
+        return d
+
+    def render(self, reports, machine=None):
+        return summarize.render(*summarize.load_dir(self.write(reports, machine)))
+
+    def test_the_example_is_a_complete_report(self):
+        report = summarize.load_report(EXAMPLE)
+        self.assertTrue(report["example"])
+
+    def test_example_data_is_stamped_and_never_written_as_results(self):
+        d = self.write([example()])
+        text = summarize.render(*summarize.load_dir(d))
+        self.assertTrue(text.startswith("> **EXAMPLE DATA, NOT A RESULT.**"), text[:200])
+        out = os.path.join(d, "RESULTS.md")
+        with redirect_stderr(io.StringIO()):
+            code = summarize.main([d, "--out", out])
+        self.assertEqual(code, 3)
+        self.assertFalse(os.path.exists(out))
+
+    def test_real_reports_are_written_without_the_stamp(self):
+        reports = [variant("switchyard", 100, 20.0)]
+        for r in reports:
+            del r["example"]
+        d = self.write(reports, {"cpu_model": "Test CPU", "kernel": "6.1"})
+        out = os.path.join(d, "RESULTS.md")
+        with redirect_stderr(io.StringIO()):
+            self.assertEqual(summarize.main([d, "--out", out]), 0)
+        with open(out, encoding="utf-8") as f:
+            text = f.read()
+        self.assertNotIn("EXAMPLE", text)
+        self.assertIn("- CPU: Test CPU", text)
+        self.assertIn("- Kernel: 6.1", text)
+
+    def test_a_busy_machine_is_called_out(self):
+        text = self.render([example()], {"load_average_at_start": "2.88"})
+        self.assertIn("- Load average at start: 2.88", text)
+        self.assertIn("Other work was running", text)
+        quiet = self.render([example()], {"load_average_at_start": "0.05"})
+        self.assertNotIn("Other work was running", quiet)
+
+    def test_ratios_per_step(self):
+        text = self.render([
+            variant("switchyard", 100, 20.0),
+            variant("janus", 100, 40.0),
+            variant("udp-floor", 100, 2.0),
+        ])
+        # Switchyard/Janus 0.50, Switchyard/floor 10.0, Janus/floor 20.0.
+        self.assertIn("| 100 | 0.50 | 10.0 | 20.0 |", text)
+
+    def test_where_each_target_stopped(self):
+        text = self.render([
+            variant("switchyard", 100, 20.0),
+            variant("switchyard", 200, 21.0),
+            variant("switchyard", 400, 22.0, loss=3.5),
+            variant("janus", 100, 40.0),
+            variant("janus", 200, 45.0, bound=True),
+        ])
+        self.assertIn("- Switchyard: held 200 subscribers within the limits; stopped at 400: "
+                      "loss 3.50% > 1%.", text)
+        self.assertIn("- Janus: held 100 subscribers", text)
+        self.assertIn("generator-bound at 200", text)
+        self.assertIn("| 200 | Janus | 201 |", text)
+        self.assertIn("**(bound)**", text)
+        # Janus ended on the generator's limit: Switchyard's 200 against Janus's at least 100.
+        self.assertIn("- Capacity Switchyard / Janus ≤ 2.00", text)
+
+    def test_no_capacity_ratio_when_neither_reached_its_limit(self):
+        text = self.render([variant("switchyard", 100, 20.0), variant("janus", 100, 40.0)])
+        self.assertNotIn("Capacity Switchyard / Janus", text)
+        both = self.render([
+            variant("switchyard", 100, 20.0), variant("switchyard", 200, 20.0, loss=5.0),
+            variant("janus", 100, 40.0), variant("janus", 200, 40.0, loss=5.0),
+        ])
+        self.assertIn("- Capacity Switchyard / Janus = 1.00", both)
+
+    def test_a_queueing_server_stops_on_latency(self):
+        slow = variant("udp-floor", 3200, 2.0)
+        slow["latency_ms"]["p99"] = 280.6
+        text = self.render([variant("udp-floor", 1600, 2.0), slow])
+        self.assertIn("- UDP floor: held 1600 subscribers within the limits; stopped at 3200: "
+                      "latency p99 280.6 ms > 100 ms.", text)
+
+    def test_the_generators_own_failure_counts(self):
+        r = variant("janus", 100, 40.0)
+        r["pass"] = False
+        r["fail_reasons"] = ["3 joins failed"]
+        text = self.render([r])
+        self.assertIn("- Janus: held no step subscribers within the limits; stopped at 100: "
+                      "3 joins failed.", text)
+
+    def test_meetings_step_by_rooms(self):
+        r = variant("switchyard", 0, 20.0)
+        r["scenario"].update(name="b", rooms=4, publishers=10, subscribers=0, simulcast=True)
+        text = self.render([r])
+        self.assertIn("## (b) ten-person meetings", text)
+        self.assertIn("| 4 | Switchyard |", text)
+
+    def test_a_report_missing_a_field_is_refused_by_name(self):
+        r = example()
+        del r["server_cpu_us_per_packet"]
+        d = self.write([r])
+        with self.assertRaises(summarize.ReportError) as e:
+            summarize.load_dir(d)
+        self.assertIn("server_cpu_us_per_packet", str(e.exception))
+
+    def test_failed_runs_are_listed(self):
+        d = self.write([example()])
+        with open(os.path.join(d, "janus-a-00600.failed"), "w", encoding="utf-8") as f:
+            f.write("generator exited with 1: join timed out\nmore")
+        text = summarize.render(*summarize.load_dir(d))
+        self.assertIn("- `janus-a-00600`: generator exited with 1: join timed out", text)
+
+    def test_nulls_are_shown_as_dashes(self):
+        r = copy.deepcopy(example())
+        r["server_cpu_us_per_packet"] = None
+        r["freezes_per_min"] = None
+        text = self.render([r])
+        row = next(line for line in text.splitlines() if line.startswith("| 100 | Switchyard"))
+        self.assertIn("| – |", row)
+
+
+class GeneratorReports(unittest.TestCase):
+    """switchyard-loadtest's own report, mapped onto REPORT-FORMAT.md."""
+
+    def load(self, meta=None, **changes):
+        with open(GENERATOR_EXAMPLE, encoding="utf-8") as f:
+            raw = json.load(f)
+        for key, value in changes.items():
+            section, _, field = key.partition("__")
+            if field:
+                raw[section][field] = value
+            else:
+                raw[section] = value
+        d = tempfile.mkdtemp(prefix="summarize-gen-")
+        with open(os.path.join(d, "janus-a-00100.json"), "w", encoding="utf-8") as f:
+            json.dump(raw, f)
+        if meta is not None:
+            with open(os.path.join(d, "janus-a-00100.meta.json"), "w", encoding="utf-8") as f:
+                json.dump(meta, f)
+        reports, _, _ = summarize.load_dir(d)
+        self.assertEqual(len(reports), 1, "the meta file is not a report")
+        return reports[0]
+
+    def test_fields_are_mapped(self):
+        r = self.load()
+        self.assertEqual(r["format"], summarize.FORMAT)
+        self.assertTrue(r["example"])
+        self.assertEqual(r["target"], "janus")
+        self.assertEqual(r["scenario"]["name"], "a")
+        self.assertEqual(r["scenario"]["subscribers"], 100)
+        self.assertEqual((r["expected"], r["received"], r["loss_pct"]), (500000, 499000, 0.2))
+        self.assertEqual(r["latency_ms"], {"p50": 2.0, "p99": 8.0, "p999": 15.0})
+        self.assertEqual(r["join_time_ms"], {"p50": 150.0, "p99": 900.0})
+        self.assertEqual(r["forwarded_packets"], 499000)
+        self.assertEqual(r["server_cpu_us_per_packet"], 24.0)
+        self.assertEqual(r["server_peak_rss_bytes"], 120 * 2**20)
+        self.assertEqual(r["server_rss_per_participant_bytes"], 1014 * 1024)
+        self.assertEqual(r["bitrate_per_subscriber_bps"], 1550000.0)
+        self.assertEqual(r["by_kind"]["audio"]["received"], 1500)
+        self.assertAlmostEqual(r["by_kind"]["video"]["loss_pct"], 100 * 10 / 3500)
+        # Without bench.sh's meta: no exit status, no generator CPU.
+        self.assertIsNone(r["pass"])
+        self.assertIsNone(r["generator_cpu_pct"])
+        self.assertFalse(r["generator_bound"])
+        for key in summarize.REQUIRED:
+            self.assertIn(key, r)
+
+    def test_bench_meta_fills_what_the_report_lacks(self):
+        meta = {"scenario": "c", "exit_code": 3, "generator_cpu_seconds": 33.0,
+                "generator_wall_seconds": 36.0, "started_unix_s": 1.0}
+        r = self.load(meta)
+        self.assertEqual(r["scenario"]["name"], "c")
+        self.assertFalse(r["pass"])
+        self.assertEqual(r["fail_reasons"], ["a --max-* threshold was missed"])
+        self.assertAlmostEqual(r["generator_cpu_pct"], 100 * 33 / 36)
+        self.assertTrue(r["generator_bound"])
+        self.assertEqual(r["started_unix_s"], 1.0)
+
+    def test_late_frames_mean_the_generator_was_the_limit(self):
+        r = self.load(generator__late_frames_pct=12.0)
+        self.assertTrue(r["generator_bound"])
+        text = summarize.render([r], [], {})
+        self.assertIn("12.0% of its frames late", text)
+
+    def test_failed_participants_are_reasons(self):
+        r = self.load({"exit_code": 4},
+                      participants={"total": 101, "joined": 99, "receivers": 100,
+                                    "received_from_all": 97, "failed": 3},
+                      failures=[{"identity": "sub-0-7", "reason": "joining timed out"}])
+        self.assertFalse(r["pass"])
+        self.assertEqual(r["errors"], {"join_failures": 2, "other_failures": 1})
+        self.assertIn("3 participant(s) failed (sub-0-7: joining timed out)", r["fail_reasons"])
+
+    def test_scenario_is_guessed_without_meta(self):
+        self.assertEqual(self.load(audio_only=True)["scenario"]["name"], "c")
+        self.assertEqual(self.load(simulcast=True)["scenario"]["name"], "b")
+        self.assertIsNone(self.load(audio_only=True)["freezes_per_min"])
+
+    def test_window_figures_come_from_the_samples(self):
+        # 5 s of ramp at half a core for the generator, then the window at 95%; the server
+        # at 80% throughout; one stream of 100 packets/s.
+        samples, gen, srv = [], 0, 0
+        for i in range(0, 41):
+            t = i * 0.5
+            samples.append([t, gen, srv])
+            gen += 25 if t < 5.0 else 47.5
+            srv += 40
+        meta = {"ticks_per_second": 100, "cpu_samples": samples}
+        stream = {"publisher": "pub-0-0", "stream": "video0", "expected": 1000,
+                  "received": 1000, "duplicates": 0, "seconds": 10.0}
+        r = self.load(meta, ramp_s=5.0, duration_s=10.0,
+                      receivers=[{"identity": "sub-0-0", "streams": [stream]}])
+        self.assertEqual(r["server_cpu_span"], "window")
+        self.assertAlmostEqual(r["generator_cpu_pct"], 95.0)
+        self.assertTrue(r["generator_bound"])
+        self.assertAlmostEqual(r["server_cpu_pct"], 80.0)
+        # 0.8 CPU-seconds per second over 100 packets per second.
+        self.assertAlmostEqual(r["server_cpu_us_per_packet"], 8000.0)
+        self.assertEqual(r["server_cpu_us_per_packet_run"], 24.0)
+
+    def test_without_samples_the_run_figures_stay(self):
+        r = self.load({"cpu_samples": []})
+        self.assertEqual(r["server_cpu_span"], "run")
+        self.assertEqual(r["server_cpu_us_per_packet"], 24.0)
+        self.assertEqual(r["server_cpu_pct"], 34.3)
+
+    def test_something_else_is_refused(self):
+        d = tempfile.mkdtemp(prefix="summarize-bad-")
+        with open(os.path.join(d, "x.json"), "w", encoding="utf-8") as f:
+            json.dump({"hello": 1}, f)
+        with self.assertRaises(summarize.ReportError) as e:
+            summarize.load_dir(d)
+        self.assertIn("not a switchyard-loadtest report", str(e.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
