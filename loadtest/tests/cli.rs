@@ -1,6 +1,6 @@
 //! The `switchyard-loadtest` binary against a server on loopback: its JSON report, and
-//! its exit status when a threshold is missed, when participants fail, and for a target
-//! that is not built in.
+//! its exit status when a threshold is missed, when participants fail, and when the Janus
+//! it was pointed at does not answer.
 
 mod common;
 
@@ -139,12 +139,14 @@ async fn participants_that_cannot_join_fail_the_run() {
 }
 
 #[test]
-fn the_janus_target_says_it_is_not_built_in() {
-    let output = loadtest(&["--target", "janus"]);
+fn the_janus_target_says_when_no_janus_answers() {
+    // Port 9 (discard) on loopback: nothing listens there.
+    let output = loadtest(&["--target", "janus", "--url", "ws://127.0.0.1:9/janus"]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("janus target not built in"),
+        String::from_utf8_lossy(&output.stderr)
+            .contains("connecting to Janus at ws://127.0.0.1:9/janus"),
         "{all}"
     );
 }

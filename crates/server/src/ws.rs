@@ -19,6 +19,9 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code when the server shuts down (RFC 6455 "going away").
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
+/// Read and write buffer of one signaling WebSocket.
+const SOCKET_BUFFER: usize = 4096;
+
 /// Server messages queued for one client before it counts as not reading.
 const SIGNAL_QUEUE: usize = 1024;
 
@@ -28,6 +31,11 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(app): State<AppState>) -> Respo
     // oversize message and closes with 1009; the transport refuses anything larger.
     ws.max_message_size(limit + 1)
         .max_frame_size(limit + 1)
+        // tungstenite reserves 128 KiB each for reading and writing per connection: more
+        // than the rest of a participant costs. Signaling messages are small; a larger one
+        // just takes more reads.
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
         .on_upgrade(move |socket| run_session(socket, app))
 }
 
