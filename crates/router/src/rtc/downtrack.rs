@@ -4,7 +4,7 @@
 //! so a slow or stalled subscriber delays nobody else.
 
 use std::any::Any;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
@@ -60,6 +60,9 @@ pub(crate) struct DownTrackLocal {
     stream_id: String,
     codec: RTCRtpCodecCapability,
     binding: Mutex<Option<Binding>>,
+    /// Bumped on every bind and unbind, so the writer re-reads `binding` only when it
+    /// changed instead of locking and cloning it for every packet.
+    generation: AtomicU64,
 }
 
 impl DownTrackLocal {
@@ -69,7 +72,13 @@ impl DownTrackLocal {
             stream_id,
             codec,
             binding: Mutex::new(None),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    fn set_binding(&self, binding: Option<Binding>) {
+        *self.binding.lock().unwrap_or_else(|e| e.into_inner()) = binding;
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     fn binding(&self) -> Option<Binding> {
@@ -137,7 +146,7 @@ impl TrackLocal for DownTrackLocal {
         let mid = extension_id(SDES_MID_URI)
             .zip(t.mid())
             .map(|(id, mid)| (id, Bytes::copy_from_slice(mid.as_bytes())));
-        *self.binding.lock().unwrap_or_else(|e| e.into_inner()) = Some(Binding {
+        self.set_binding(Some(Binding {
             negotiated: Negotiated {
                 ssrc: t.ssrc(),
                 payload_type: codec.payload_type,
@@ -145,12 +154,12 @@ impl TrackLocal for DownTrackLocal {
                 audio_level: extension_id(AUDIO_LEVEL_URI),
             },
             writer: t.write_stream(),
-        });
+        }));
         Ok(codec)
     }
 
     async fn unbind(&self, _t: &TrackLocalContext) -> webrtc::error::Result<()> {
-        *self.binding.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.set_binding(None);
         Ok(())
     }
 
@@ -269,8 +278,16 @@ async fn write_packets(
     // Counted while the writer task exists (aborting it drops the guard).
     let _live = stats.live_guard(Live::DownTracks);
     let mut rewriter = Rewriter::default();
+    // The binding as of `seen`; refreshed only when a bind or unbind bumped the generation.
+    let mut seen = u64::MAX;
+    let mut current: Option<Binding> = None;
     while let Some(out) = rx.recv().await {
-        let Some(binding) = local.binding() else {
+        let generation = local.generation.load(Ordering::Acquire);
+        if generation != seen {
+            current = local.binding();
+            seen = generation;
+        }
+        let Some(binding) = &current else {
             // Not bound yet (the subscriber has not answered): nowhere to send it.
             stats.dropped.add(DropReason::WriteFailed);
             continue;

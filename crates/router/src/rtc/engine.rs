@@ -177,9 +177,13 @@ fn interceptors(media: &mut MediaEngine) -> Result<Registry> {
     Ok(registry)
 }
 
-/// Binds the media socket with the kernel buffers asked for, and says when the kernel
-/// grants less (Linux caps them at `net.core.rmem_max` / `wmem_max`).
-fn bind_media_socket(addr: SocketAddr, buffer_bytes: usize) -> Result<tokio::net::UdpSocket> {
+/// Binds a UDP socket for WebRTC media with the kernel buffers asked for, and warns when
+/// the kernel grants less (Linux caps them at `net.core.rmem_max` / `wmem_max`). The
+/// server's media port uses it, and so do test clients, which need browser-sized buffers.
+pub fn bind_media_socket(
+    addr: SocketAddr,
+    buffer_bytes: usize,
+) -> std::io::Result<tokio::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if buffer_bytes > 0 {
@@ -202,7 +206,7 @@ fn bind_media_socket(addr: SocketAddr, buffer_bytes: usize) -> Result<tokio::net
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    Ok(tokio::net::UdpSocket::from_std(socket.into())?)
+    tokio::net::UdpSocket::from_std(socket.into())
 }
 
 impl RtcEngine {

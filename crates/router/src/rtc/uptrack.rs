@@ -313,10 +313,6 @@ impl UpTrack {
         self.core().set_muted(true);
     }
 
-    pub fn is_muted(&self) -> bool {
-        self.muted.load(Ordering::Relaxed)
-    }
-
     /// Muted by its publisher or an operator: nothing is forwarded until unmuted, and it
     /// leaves the speaker detector.
     pub(crate) fn set_muted(&self, muted: bool) {

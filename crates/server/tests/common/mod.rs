@@ -230,18 +230,12 @@ fn client_api() -> API {
     // So a retransmission of a packet already received is delivered, not dropped as a
     // replay: the NACK test needs to see it.
     settings.disable_srtp_replay_protection(true);
-    // The connection's socket, with buffers as large as a browser's: with the kernel's 208 KiB default, a test that sends in bursts on a busy
-    // machine loses datagrams in the client's own socket, DTLS handshakes included.
-    let socket = {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
-        let _ = socket.set_recv_buffer_size(4 << 20);
-        let _ = socket.set_send_buffer_size(4 << 20);
-        socket.set_nonblocking(true).expect("non-blocking");
-        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        socket.bind(&loopback.into()).expect("bind");
-        tokio::net::UdpSocket::from_std(socket.into()).expect("tokio socket")
-    };
+    // The connection's socket, with buffers as large as a browser's: with the kernel's
+    // 208 KiB default, a test that sends in bursts on a busy machine loses datagrams in the
+    // client's own socket, DTLS handshakes included.
+    let socket =
+        switchyard_router::rtc::engine::bind_media_socket("127.0.0.1:0".parse().unwrap(), 4 << 20)
+            .expect("client socket");
     settings.set_udp_network(UDPNetwork::Muxed(UDPMuxDefault::new(UDPMuxParams::new(
         socket,
     ))));
