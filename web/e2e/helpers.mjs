@@ -319,10 +319,11 @@ export class Meeting {
   /**
    * @param {string[]} names one browser per name
    * @param {object} [clientOptions] passed to every Client (args, query, viewport)
+   * @param {Object<string, object>} [overrides] per name, options that replace those
    */
-  constructor(names, clientOptions = {}) {
+  constructor(names, clientOptions = {}, overrides = {}) {
     this.server = new Server();
-    this.clients = names.map((n) => new Client(n, clientOptions));
+    this.clients = names.map((n) => new Client(n, { ...clientOptions, ...overrides[n] }));
     this.room = `e2e-${randomUUID().slice(0, 8)}`;
     this.failed = false;
     process.on('exit', () => {

@@ -1,6 +1,6 @@
 // End-to-end: active speakers. Four participants, one talking and three muted; everyone else
 // must see exactly the talker in window.switchyard.activeSpeakers() and a highlighted tile
-// (data-speaking="true"). Then the talker mutes and another unmutes: the others must see the
+// (data-speaking="true"), including the one who joins after the talker became the speaker. Then the talker mutes and another unmutes: the others must see the
 // change within 2 s.
 //
 //   cd web/e2e && npm ci && node --test speakers.test.mjs
@@ -30,6 +30,10 @@ const SWITCH_POLL_MS = 100;
 const useBeep = process.env.E2E_SPEAKER_AUDIO === 'beep';
 const wav = path.join(tmpdir(), `switchyard-e2e-voice-${process.pid}.wav`);
 if (!useBeep) writeWav(wav, 10, (t) => voiceLike(t));
+// dan, who joins last, has a silent microphone: the moment between his joining and his
+// muting must not make him a speaker, which would change the list and send it to everyone.
+const silence = path.join(tmpdir(), `switchyard-e2e-silence-${process.pid}.wav`);
+writeWav(silence, 10, () => 0);
 
 // Audio only: with cameras, four browsers each encoding three simulcast layers and decoding
 // three videos overload a 2-CPU machine (load average 18 measured; a click took 2.3 s and
@@ -40,7 +44,7 @@ const meeting = new Meeting(['ann', 'ben', 'cat', 'dan'], {
   args: useBeep ? [] : [`--use-file-for-fake-audio-capture=${wav}`],
   viewport: { width: 960, height: 540 },
   audioOnly: true,
-});
+}, { dan: { args: [`--use-file-for-fake-audio-capture=${silence}`] } });
 const { clients } = meeting;
 const [ann, ben, cat, dan] = clients;
 let joined = false;
@@ -49,6 +53,7 @@ before(() => meeting.start());
 after(async () => {
   await meeting.stop();
   if (!useBeep) rmSync(wav, { force: true });
+  rmSync(silence, { force: true });
 });
 
 /** One page's view: the ids in activeSpeakers() and each tile's data-speaking. */
@@ -68,7 +73,7 @@ async function seesOnly(c, speaker) {
   if (ids.length !== 1 || ids[0] !== speaker.participantId) {
     problems.push(`activeSpeakers() = [${view.speakers.map((s) => `${meeting.nameOf(s.participantId)}:${s.level.toFixed(2)}`).join(', ')}]`);
   }
-  for (const o of clients.filter((x) => x !== c)) {
+  for (const o of clients.filter((x) => x !== c && x.participantId != null)) {
     const want = o === speaker ? 'true' : 'false';
     if (view.tiles[o.participantId] !== want) problems.push(`${o.name}'s tile data-speaking=${view.tiles[o.participantId]}`);
   }
@@ -132,33 +137,48 @@ async function levelReport() {
 test('one unmuted participant among four is the only active speaker', { timeout: 90_000 }, async (t) => {
   await meeting.step(async () => {
     t.diagnostic(useBeep ? 'microphones: Chromium\'s fake beep' : `microphones: voice-like file ${wav}`);
-    // ben, cat and dan mute right after joining (as soon as their microphone is published,
-    // so the server gets `mute`); ann stays unmuted.
-    await Promise.all(clients.map(async (c) => {
+    // ben and cat mute right after joining (as soon as their microphone is published, so the
+    // server gets `mute`); ann stays unmuted. dan joins once ann is already the speaker.
+    const joinMuted = async (c) => {
       await c.join();
       if (c === ann) return;
       await c.page.waitForFunction(() => window.switchyard.hasLocal('audio'), null, { timeout: 10_000 });
       await c.page.click('#toggle-mic');
       assert.equal(await c.page.evaluate(() => window.switchyard.isMicrophoneEnabled()), false, `${c.name} is not muted`);
-    }));
-    joined = true;
-
-    let ms;
-    try {
-      ms = await meeting.eventually('ben, cat and dan see ann as the only active speaker', FIRST_SPEAKER_DEADLINE_MS, async () => {
-        const problems = [];
-        for (const c of [ben, cat, dan]) {
-          const p = await seesOnly(c, ann);
-          if (p) problems.push(p);
-        }
-        return problems.length ? problems.join('; ') : null;
-      }, SWITCH_POLL_MS);
-    } catch (err) {
+    };
+    const seeAnn = (who) => async () => {
+      const problems = [];
+      for (const c of who) {
+        const p = await seesOnly(c, ann);
+        if (p) problems.push(p);
+      }
+      return problems.length ? problems.join('; ') : null;
+    };
+    const withLevels = async (err) => {
       // What the server had to go on: the levels of the packets it forwards.
       err.message += `\n\n${await levelReport().catch((e) => `levels unavailable: ${e.message}`)}`;
-      throw err;
+      return err;
+    };
+    await Promise.all([ann, ben, cat].map(joinMuted));
+    let ms;
+    try {
+      ms = await meeting.eventually('ben and cat see ann as the only active speaker', FIRST_SPEAKER_DEADLINE_MS, seeAnn([ben, cat]), SWITCH_POLL_MS);
+    } catch (err) {
+      throw await withLevels(err);
     }
-    t.diagnostic(`ann is the only active speaker for ben, cat and dan ${ms} ms after everyone joined`);
+    t.diagnostic(`ann is the only active speaker for ben and cat ${ms} ms after they joined`);
+
+    // The server sends `active_speakers` when the list changes; someone joining while it
+    // stays the same must still be told who is speaking.
+    const joinedAt = Date.now();
+    await joinMuted(dan);
+    joined = true;
+    try {
+      ms = await meeting.eventually('dan, who joined later, sees ann as the only active speaker', SWITCH_DEADLINE_MS, seeAnn([dan, ben, cat]), SWITCH_POLL_MS);
+    } catch (err) {
+      throw await withLevels(err);
+    }
+    t.diagnostic(`dan sees ann as the only active speaker ${Date.now() - joinedAt} ms after he started joining`);
     const level = (await speakingView(ben)).speakers[0].level;
     // The server forwards each packet's audio level (RFC 6464) under the subscriber's own
     // extension id: the page sees it per synchronization source.

@@ -23,7 +23,7 @@ use crate::error::{Result, RouterError};
 use crate::events::{unix_ms, EventKind, EventParticipant, RouterEvent};
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::layers::MAX_LAYERS;
-use crate::media::speaker::{ActiveSpeakerDetector, SpeakerConfig};
+use crate::media::speaker::{ActiveSpeakerDetector, Speaker, SpeakerConfig};
 use crate::room_state::{Effect, Joiner, MemberView, Permissions, PublishedTrack, RoomState};
 use crate::rtc::participant::{
     self, ConnectionStates, ParticipantCommand, ParticipantContext, ParticipantTx,
@@ -424,6 +424,12 @@ impl RoomTask {
             participants: present,
             ice_servers: self.shared.config.ice_servers.clone(),
         });
+        // `active_speakers` is sent on changes only, so a newcomer is told the current list
+        // (an unchanged speaker would otherwise stay unknown to it until the list changes).
+        let speaking = self.current_speakers();
+        if !speaking.is_empty() {
+            let _ = signal.try_send(ServerMessage::ActiveSpeakers { speakers: speaking });
+        }
         self.members.insert(
             id.clone(),
             Member {
@@ -682,6 +688,11 @@ impl RoomTask {
         });
     }
 
+    fn current_speakers(&self) -> Vec<ActiveSpeaker> {
+        let detector = self.speakers.lock().unwrap_or_else(|e| e.into_inner());
+        detector.current().iter().map(active_speaker).collect()
+    }
+
     fn poll_speakers(&mut self) {
         let changed = self
             .speakers
@@ -689,13 +700,7 @@ impl RoomTask {
             .unwrap_or_else(|e| e.into_inner())
             .poll(std::time::Instant::now());
         let Some(list) = changed else { return };
-        let speakers: Vec<ActiveSpeaker> = list
-            .into_iter()
-            .map(|s| ActiveSpeaker {
-                participant_id: s.key.to_string(),
-                level: s.level,
-            })
-            .collect();
+        let speakers: Vec<ActiveSpeaker> = list.iter().map(active_speaker).collect();
         let ids: Vec<ParticipantId> = self.members.keys().cloned().collect();
         for id in ids {
             self.send(
@@ -741,6 +746,13 @@ impl RoomTask {
             tracing::warn!(participant = %to, "signaling queue full; disconnecting");
             let _ = self.tx.send(RoomCommand::Leave { id: to.clone() });
         }
+    }
+}
+
+fn active_speaker(speaker: &Speaker<ParticipantId>) -> ActiveSpeaker {
+    ActiveSpeaker {
+        participant_id: speaker.key.to_string(),
+        level: speaker.level,
     }
 }
 
