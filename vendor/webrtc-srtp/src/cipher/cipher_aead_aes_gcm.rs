@@ -3,7 +3,7 @@ use std::marker::PhantomData;
 use aead::consts::{U12, U16};
 use aes::cipher::{BlockEncrypt, BlockSizeUser, Unsigned};
 use aes_gcm::aead::generic_array::GenericArray;
-use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, Payload};
 use aes_gcm::{AesGcm, KeyInit, Nonce};
 use byteorder::{BigEndian, ByteOrder};
 use bytes::{Bytes, BytesMut};
@@ -35,7 +35,7 @@ impl<AES, NS> Cipher for CipherAeadAesGcm<AES, NS>
 where
     NS: Unsigned,
     AES: BlockEncrypt + KeyInit + BlockSizeUser<BlockSize = U16> + 'static,
-    AesGcm<AES, NS>: Aead,
+    AesGcm<AES, NS>: Aead + AeadInPlace,
 {
     fn rtp_auth_tag_len(&self) -> usize {
         self.profile.rtp_auth_tag_len()
@@ -57,24 +57,23 @@ where
         header: &rtp::header::Header,
         roc: u32,
     ) -> Result<Bytes> {
-        // Grow the given buffer to fit the output.
+        // Switchyard: encrypt in place in the one output buffer. The published code
+        // appended the ciphertext (a second allocation) with `Extend<u8>`, which BytesMut
+        // implements one byte at a time: a third of an SFU's CPU at 1.5 Mbit/s fan-out.
         let header_len = header.marshal_size();
         let mut writer = BytesMut::with_capacity(payload.len() + self.aead_auth_tag_len());
-
-        // Copy header unencrypted.
-        writer.extend_from_slice(&payload[..header_len]);
+        writer.extend_from_slice(payload);
 
         let nonce = self.rtp_initialization_vector(header, roc);
 
-        let encrypted = self.srtp_cipher.encrypt(
+        let (aad, msg) = writer.split_at_mut(header_len);
+        let tag = self.srtp_cipher.encrypt_in_place_detached(
             Nonce::from_slice(&nonce),
-            Payload {
-                msg: &payload[header_len..],
-                aad: &writer,
-            },
+            aad,
+            msg,
         )?;
 
-        writer.extend(encrypted);
+        writer.extend_from_slice(&tag);
         Ok(writer.freeze())
     }
 
@@ -90,17 +89,20 @@ where
 
         let nonce = self.rtp_initialization_vector(header, roc);
         let payload_offset = header.marshal_size();
-        let decrypted_msg: Vec<u8> = self.srtp_cipher.decrypt(
+        // Switchyard: decrypt in place in the one output buffer (see encrypt_rtp).
+        let tag_len = self.aead_auth_tag_len();
+        if ciphertext.len() < payload_offset + tag_len {
+            return Err(Error::ErrFailedToVerifyAuthTag);
+        }
+        let (sealed, tag) = ciphertext.split_at(ciphertext.len() - tag_len);
+        let mut writer = BytesMut::from(sealed);
+        let (aad, msg) = writer.split_at_mut(payload_offset);
+        self.srtp_cipher.decrypt_in_place_detached(
             Nonce::from_slice(&nonce),
-            Payload {
-                msg: &ciphertext[payload_offset..],
-                aad: &ciphertext[..payload_offset],
-            },
+            aad,
+            msg,
+            GenericArray::from_slice(tag),
         )?;
-
-        let mut writer = BytesMut::with_capacity(payload_offset + decrypted_msg.len());
-        writer.extend_from_slice(&ciphertext[..payload_offset]);
-        writer.extend(decrypted_msg);
 
         Ok(writer.freeze())
     }
@@ -119,7 +121,7 @@ where
 
         let mut writer = BytesMut::with_capacity(encrypted_data.len() + aad.len());
         writer.extend_from_slice(&decrypted[..8]);
-        writer.extend(encrypted_data);
+        writer.extend_from_slice(&encrypted_data);
         writer.extend_from_slice(&aad[8..]);
 
         Ok(writer.freeze())
@@ -143,7 +145,7 @@ where
 
         let mut writer = BytesMut::with_capacity(8 + decrypted_data.len());
         writer.extend_from_slice(&encrypted[..8]);
-        writer.extend(decrypted_data);
+        writer.extend_from_slice(&decrypted_data);
 
         Ok(writer.freeze())
     }
@@ -160,7 +162,7 @@ impl<AES, NS> CipherAeadAesGcm<AES, NS>
 where
     NS: Unsigned,
     AES: BlockEncrypt + KeyInit + BlockSizeUser<BlockSize = U16> + 'static,
-    AesGcm<AES, NS>: Aead,
+    AesGcm<AES, NS>: Aead + AeadInPlace,
 {
     /// Create a new AEAD instance.
     pub(crate) fn new(
