@@ -223,6 +223,10 @@ impl RtcEngine {
         setting_engine.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
         setting_engine.set_network_types(vec![NetworkType::Udp4]);
         setting_engine.set_include_loopback_candidate(settings.include_loopback);
+        // The stats interceptor sends a message to a per-connection task for every packet
+        // read and written (once per packet per subscriber). Nothing here calls get_stats:
+        // quality comes from the subscribers' RTCP (see downtrack.rs) and our counters.
+        setting_engine.disable_rtp_stats(true);
         if !settings.announce_ips.is_empty() {
             setting_engine.set_nat_1to1_ips(
                 settings

@@ -228,8 +228,15 @@ impl RTCPeerConnection {
 
         let (interceptor, stats_interceptor): (Arc<dyn Interceptor + Send + Sync>, _) = {
             let mut chain = api.interceptor_registry.build_chain("")?;
-            let stats_interceptor = stats::make_stats_interceptor("");
-            chain.add(stats_interceptor.clone());
+            // Switchyard: the stats interceptor can be left out (SettingEngine::
+            // disable_rtp_stats); get_stats then reports no RTP stream statistics.
+            let stats_interceptor = if api.setting_engine.disable_rtp_stats {
+                None
+            } else {
+                let stats_interceptor = stats::make_stats_interceptor("");
+                chain.add(stats_interceptor.clone());
+                Some(stats_interceptor)
+            };
 
             (Arc::new(chain), stats_interceptor)
         };
@@ -238,7 +245,10 @@ impl RTCPeerConnection {
         let (internal, configuration) = PeerConnectionInternal::new(
             api,
             weak_interceptor,
-            Arc::downgrade(&stats_interceptor),
+            stats_interceptor
+                .as_ref()
+                .map(Arc::downgrade)
+                .unwrap_or_default(),
             configuration,
         )
         .await?;

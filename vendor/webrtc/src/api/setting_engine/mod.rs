@@ -106,6 +106,8 @@ pub struct SettingEngine {
     pub(crate) enable_sender_rtx: bool,
     /// Determines the max size of any message that may be sent through an SCTP transport.
     pub(crate) sctp_max_message_size_can_send: SctpMaxMessageSize,
+    /// Switchyard: leave the stats interceptor out of every peer connection.
+    pub(crate) disable_rtp_stats: bool,
 }
 
 impl SettingEngine {
@@ -250,6 +252,13 @@ impl SettingEngine {
     /// learning WebRTC concepts or testing your application in a lab environment
     pub fn set_vnet(&mut self, vnet: Option<Arc<Net>>) {
         self.vnet = vnet;
+    }
+
+    /// Switchyard: leaves the stats interceptor out of peer connections. It sends a message
+    /// to a per-connection task for every RTP packet read or written, a cost an SFU pays
+    /// once per packet per subscriber; `get_stats` then has no RTP stream statistics.
+    pub fn disable_rtp_stats(&mut self, disabled: bool) {
+        self.disable_rtp_stats = disabled;
     }
 
     /// set_ice_multicast_dns_mode controls if ice queries and generates mDNS ICE Candidates
