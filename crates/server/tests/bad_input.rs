@@ -150,6 +150,28 @@ async fn anything_but_join_or_ping_before_join_is_not_joined() {
 }
 
 #[tokio::test]
+async fn candidates_before_any_offer_are_kept_up_to_a_limit() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect().await;
+    join(&mut ws, "r", "trickler").await;
+    // Kept for the publish_offer that has not come (no error for any of these).
+    let candidate = |port: u32| {
+        json!({"type": "candidate", "target": "publisher",
+               "candidate": {"candidate": format!("candidate:1 1 udp 1 127.0.0.1 {port} typ host")}})
+    };
+    for port in 0..64 {
+        send_json(&mut ws, candidate(10_000 + port)).await;
+    }
+    assert_alive(&mut ws).await;
+    // One more is a misbehaving client: refused, and the participant stays.
+    send_json(&mut ws, candidate(20_000)).await;
+    let message = expect_error(&mut ws, "invalid_candidate").await;
+    assert!(message.contains("publish_offer"), "{message}");
+    assert_alive(&mut ws).await;
+    assert_eq!(server.router.room_count(), 1);
+}
+
+#[tokio::test]
 async fn oversized_message_closes_with_1009_and_others_are_unaffected() {
     let server = TestServer::start_with(&[("SWITCHYARD_SIGNAL_MAX_MESSAGE_BYTES", "2048")]).await;
     let mut bystander = server.connect().await;

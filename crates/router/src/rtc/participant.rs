@@ -39,6 +39,9 @@ use crate::SignalTx;
 /// that never trickle, such as aiortc, need them there). With the shared UDP port this
 /// completes at once; the bound only guards against a stuck gatherer.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Candidates kept per connection while its description has not come: a client trickles
+/// a handful; more is a misbehaving client, refused rather than buffered without bound.
+const MAX_EARLY_CANDIDATES: usize = 64;
 
 pub(crate) enum ParticipantCommand {
     /// `publish_offer`, `subscribe_answer` or `candidate` from the client.
@@ -126,8 +129,12 @@ pub(crate) fn spawn(ctx: ParticipantContext) -> ParticipantTx {
 
 struct Participant {
     ctx: ParticipantContext,
-    publisher: Arc<RTCPeerConnection>,
+    /// Made at the first `publish_offer`: a participant that only watches never pays for
+    /// a second connection (its ICE agent, DTLS and SRTP state, and tasks).
+    publisher: Option<Arc<RTCPeerConnection>>,
     subscriber: Arc<RTCPeerConnection>,
+    /// Where the publisher connection reports its tracks, once it exists.
+    events: mpsc::UnboundedSender<PeerEvent>,
     publisher_sdp_sent: Arc<AtomicBool>,
     subscriber_sdp_sent: Arc<AtomicBool>,
     /// Sources the client declared in `publish_offer`, by track id.
@@ -157,41 +164,26 @@ impl Participant {
         (Participant, mpsc::UnboundedReceiver<PeerEvent>),
         (RouterError, RoomTx, ParticipantId),
     > {
-        let pcs = async {
-            let publisher = ctx.engine.new_peer_connection().await?;
-            let subscriber = ctx.engine.new_peer_connection().await?;
-            Ok::<_, RouterError>((publisher, subscriber))
-        };
-        let (publisher, subscriber) = match pcs.await {
-            Ok(pcs) => pcs,
+        let subscriber = match ctx.engine.new_peer_connection().await {
+            Ok(pc) => pc,
             Err(e) => return Err((e, ctx.room.clone(), ctx.id.clone())),
         };
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        // Handlers capture channel senders and ids only, never a connection's Arc: webrtc-rs
-        // keeps handlers alive after close, so an Arc here would leak the connection.
-        publisher.on_track(Box::new(move |track, _receiver, _transceiver| {
-            let _ = events_tx.send(PeerEvent::PublisherTrack(track));
-            Box::pin(async {})
-        }));
         let publisher_sdp_sent = Arc::new(AtomicBool::new(false));
         let subscriber_sdp_sent = Arc::new(AtomicBool::new(false));
-        for (pc, target, sent) in [
-            (&publisher, Target::Publisher, &publisher_sdp_sent),
-            (&subscriber, Target::Subscriber, &subscriber_sdp_sent),
-        ] {
-            watch_connection(
-                pc,
-                target,
-                &ctx.id,
-                &ctx.signal,
-                sent.clone(),
-                ctx.connection.clone(),
-            );
-        }
+        watch_connection(
+            &subscriber,
+            Target::Subscriber,
+            &ctx.id,
+            &ctx.signal,
+            subscriber_sdp_sent.clone(),
+            ctx.connection.clone(),
+        );
         Ok((
             Participant {
-                publisher,
+                publisher: None,
                 subscriber,
+                events: events_tx,
                 publisher_sdp_sent,
                 subscriber_sdp_sent,
                 declared_sources: HashMap::new(),
@@ -286,16 +278,42 @@ impl Participant {
         }
         let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
-        self.publisher
+        let publisher = self.publisher().await?;
+        publisher
             .set_remote_description(offer)
             .await
             .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
         self.flush_early_candidates(Target::Publisher).await;
-        let answer = self.publisher.create_answer(None).await?;
-        let sdp = set_local_and_gather(&self.publisher, answer).await?;
+        let answer = publisher.create_answer(None).await?;
+        let sdp = set_local_and_gather(&publisher, answer).await?;
         self.publisher_sdp_sent.store(true, Ordering::Relaxed);
         self.send(ServerMessage::PublishAnswer { sdp });
         Ok(())
+    }
+
+    /// The publisher connection, made on first use.
+    async fn publisher(&mut self) -> Result<Arc<RTCPeerConnection>> {
+        if let Some(pc) = &self.publisher {
+            return Ok(pc.clone());
+        }
+        let pc = self.ctx.engine.new_peer_connection().await?;
+        let events = self.events.clone();
+        // Handlers capture channel senders and ids only, never a connection's Arc: webrtc-rs
+        // keeps handlers alive after close, so an Arc here would leak the connection.
+        pc.on_track(Box::new(move |track, _receiver, _transceiver| {
+            let _ = events.send(PeerEvent::PublisherTrack(track));
+            Box::pin(async {})
+        }));
+        watch_connection(
+            &pc,
+            Target::Publisher,
+            &self.ctx.id,
+            &self.ctx.signal,
+            self.publisher_sdp_sent.clone(),
+            self.ctx.connection.clone(),
+        );
+        self.publisher = Some(pc.clone());
+        Ok(pc)
     }
 
     async fn on_subscribe_answer(&mut self, sdp: String) -> Result<()> {
@@ -334,11 +352,23 @@ impl Participant {
             sdp_mline_index: candidate.sdp_mline_index,
             username_fragment: candidate.username_fragment,
         };
-        let pc = self.pc(target);
-        if pc.remote_description().await.is_none() {
-            self.early_candidates.entry(target).or_default().push(init);
-            return Ok(());
-        }
+        let pc = match self.pc(target) {
+            Some(pc) if pc.remote_description().await.is_some() => pc,
+            _ => {
+                let early = self.early_candidates.entry(target).or_default();
+                if early.len() >= MAX_EARLY_CANDIDATES {
+                    let connection = match target {
+                        Target::Publisher => "publish_offer",
+                        Target::Subscriber => "subscribe_answer",
+                    };
+                    return Err(RouterError::InvalidCandidate(format!(
+                        "more than {MAX_EARLY_CANDIDATES} candidates before the {connection}"
+                    )));
+                }
+                early.push(init);
+                return Ok(());
+            }
+        };
         pc.add_ice_candidate(init)
             .await
             .map_err(|e| RouterError::InvalidCandidate(e.to_string()))
@@ -348,8 +378,9 @@ impl Participant {
         let Some(candidates) = self.early_candidates.remove(&target) else {
             return;
         };
+        let Some(pc) = self.pc(target) else { return };
         for init in candidates {
-            if let Err(e) = self.pc(target).add_ice_candidate(init).await {
+            if let Err(e) = pc.add_ice_candidate(init).await {
                 self.send_error(
                     ErrorCode::InvalidCandidate,
                     format!("invalid ICE candidate: {e}"),
@@ -358,10 +389,10 @@ impl Participant {
         }
     }
 
-    fn pc(&self, target: Target) -> &Arc<RTCPeerConnection> {
+    fn pc(&self, target: Target) -> Option<Arc<RTCPeerConnection>> {
         match target {
-            Target::Publisher => &self.publisher,
-            Target::Subscriber => &self.subscriber,
+            Target::Publisher => self.publisher.clone(),
+            Target::Subscriber => Some(self.subscriber.clone()),
         }
     }
 
@@ -402,7 +433,11 @@ impl Participant {
             .get(&raw_id)
             .copied()
             .unwrap_or_else(|| TrackSource::default_for(kind));
-        let layers = match self.publisher.remote_description().await {
+        // Tracks come from the publisher connection, so it exists.
+        let Some(publisher) = self.publisher.clone() else {
+            return;
+        };
+        let layers = match publisher.remote_description().await {
             Some(offer) => simulcast_layers(&offer.sdp, &raw_id),
             None => Vec::new(),
         };
@@ -414,7 +449,7 @@ impl Participant {
             self.ctx.id.clone(),
             &remote,
             layers,
-            Arc::downgrade(&self.publisher),
+            Arc::downgrade(&publisher),
             UpTrackConfig {
                 cache_packets: settings.nack_buffer_packets as usize,
                 keyframe_interval: settings.keyframe_request_interval,
@@ -520,7 +555,7 @@ impl Participant {
         for (_, downtrack) in self.downtracks.drain() {
             downtrack.stop(&self.ctx.id);
         }
-        for pc in [&self.publisher, &self.subscriber] {
+        for pc in self.publisher.iter().chain([&self.subscriber]) {
             if let Err(e) = pc.close().await {
                 tracing::debug!(error = %e, "closing peer connection");
             }
