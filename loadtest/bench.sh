@@ -11,6 +11,8 @@
 #   janus    = janus-check janus-a janus-b janus-c   (installs janus with apt-get if missing)
 #   *-check                     start the server pinned in the namespace, see it listen and
 #                               stop (the plumbing, without the generator)
+#   profile                     perf on Switchyard under scenario (a) at $PROFILE_SUBSCRIBERS
+#                               (default 200): where its CPU goes, for RESULTS.md
 #   summary                     RESULTS.md from the reports in --out
 # Scenarios:
 #   a  one 1.5 Mbit/s video publisher -> N subscribers, N stepped up
@@ -67,10 +69,10 @@ steps=()
 for step in "${args[@]}"; do
     case "$step" in
         all) steps+=(build floor-a floor-b floor-c switchyard-check switchyard-a switchyard-b
-                     switchyard-c janus-check janus-a janus-b janus-c summary) ;;
+                     switchyard-c janus-check janus-a janus-b janus-c profile summary) ;;
         floor) steps+=(floor-a floor-b floor-c) ;;
         switchyard|janus) steps+=("$step-check" "$step-a" "$step-b" "$step-c") ;;
-        build|summary|floor-[abc]|switchyard-[abc]|janus-[abc]|switchyard-check|janus-check)
+        build|summary|profile|floor-[abc]|switchyard-[abc]|janus-[abc]|switchyard-check|janus-check)
             steps+=("$step") ;;
         *) echo "bench.sh: unknown step $step (see --help)" >&2; exit 2 ;;
     esac
@@ -80,7 +82,7 @@ has() { local s; for s in "${steps[@]}"; do [[ "$s" == $1 ]] && return 0; done; 
 # The floor steps further than the servers: it is the reference, and cheap.
 if [[ "$profile" == quick ]]; then
     : "${DURATION:=10}"
-    : "${A_STEPS:=25 50 100 200 400}"
+    : "${A_STEPS:=25 50 100 200 400 500 600}"
     : "${B_STEPS:=1 2 4 8}"
     : "${C_STEPS:=50 100 200 400 800}"
     : "${FLOOR_A_STEPS:=25 50 100 200 400 800 1600 3200}"
@@ -96,6 +98,7 @@ else
     : "${FLOOR_C_STEPS:=50 100 200 400 800 1200 1600 2400 3200 4800 6400 9600 12800}"
 fi
 : "${MAX_P99_MS:=100}"
+: "${PROFILE_SUBSCRIBERS:=200}"
 : "${RAMP_RATE:=20}"
 export MAX_P99_MS
 : "${SERVER_CPU:=0}"
@@ -124,12 +127,18 @@ if [[ -z "${SWITCHYARD_BENCH_IN_NETNS:-}" ]]; then
     if has 'janus-*' && ! command -v janus >/dev/null 2>&1; then
         "$here/install-janus.sh"
     fi
+    if has profile && ! command -v perf >/dev/null 2>&1; then
+        say "installing perf (Debian's linux-perf)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
+    fi
     if [[ "$build" -eq 1 ]] && has build; then
         packages=(-p switchyard-loadtest)
-        has 'switchyard-*' && packages+=(-p switchyard-server)
+        if has 'switchyard-*' || has profile; then packages+=(-p switchyard-server); fi
         targets=(--bin udp-floor)
-        if has 'switchyard-*' || has 'janus-*'; then targets+=(--bin switchyard-loadtest); fi
-        has 'switchyard-*' && targets+=(--bin switchyard)
+        if has 'switchyard-*' || has 'janus-*' || has profile; then
+            targets+=(--bin switchyard-loadtest)
+        fi
+        if has 'switchyard-*' || has profile; then targets+=(--bin switchyard); fi
         say "building ${targets[*]} (release)"
         (cd "$root" && cargo build --release "${packages[@]}" "${targets[@]}")
     fi
@@ -141,6 +150,7 @@ if [[ -z "${SWITCHYARD_BENCH_IN_NETNS:-}" ]]; then
     exec unshare -n -- env SWITCHYARD_BENCH_IN_NETNS=1 DURATION="$DURATION" MAX_P99_MS="$MAX_P99_MS" \
         RAMP_RATE="$RAMP_RATE" \
         A_STEPS="$A_STEPS" B_STEPS="$B_STEPS" C_STEPS="$C_STEPS" \
+        PROFILE_SUBSCRIBERS="$PROFILE_SUBSCRIBERS" \
         FLOOR_A_STEPS="$FLOOR_A_STEPS" FLOOR_B_STEPS="$FLOOR_B_STEPS" \
         FLOOR_C_STEPS="$FLOOR_C_STEPS" \
         bash -c 'ip link set lo up && exec "$@"' bash "$0" "${quick[@]}" --out "$out" \
@@ -282,6 +292,15 @@ else:
 EOF
 }
 
+# Switchyard's /metrics (stdout), or nothing.
+scrape_metrics() {
+    python3 -c 'import sys, urllib.request
+try:
+    sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:7880/metrics", timeout=5).read().decode())
+except OSError as e:
+    sys.stderr.write(f"scraping /metrics: {e}\n")'
+}
+
 have_generator() {
     "$bin/switchyard-loadtest" --help 2>/dev/null | grep -q -- '--target'
 }
@@ -347,18 +366,32 @@ run_step() {
                 --max-p99-latency "$MAX_P99_MS" >"$log.load.log" 2>&1; } 2>"$log.time"
         ) &
         local runner=$!
+        local scraper=""
+        if [[ "$target" == switchyard ]]; then
+            # The server's own forwarding latency (receipt to write, its /metrics histogram),
+            # over the window: scraped once everyone has joined and again at the end.
+            ( sleep "$(( participants / RAMP_RATE + 2 ))"; scrape_metrics >"$log.metrics-start" ) &
+            scraper=$!
+        fi
         # The window's CPU, the generator's and the server's (cpu_sampler.py says why); on
         # the generator's core, so the server's stays the server's.
         taskset -c "$GEN_CPU" python3 "$here/cpu_sampler.py" "$log.cpu" "$runner" "$server_pid" &
         local sampler=$!
         wait "$runner" || rc=$?
         wait "$sampler" || true
+        if [[ -n "$scraper" ]]; then
+            kill "$scraper" 2>/dev/null || true
+            wait "$scraper" 2>/dev/null || true
+            scrape_metrics >"$log.metrics-end" || true
+        fi
         local real user sys
         read -r real user sys <"$log.time" || true
         python3 - "$out/$name.meta.json" "$scenario" "$rc" "${real:-}" "${user:-}" "${sys:-}" \
-            "$started_unix_s" "$log.cpu" <<'EOF'
+            "$started_unix_s" "$log.cpu" "$log.metrics-start" "$log.metrics-end" "$here" <<'EOF'
 import json, sys
-path, scenario, rc, real, user, sys_, started, samples_path = sys.argv[1:]
+path, scenario, rc, real, user, sys_, started, samples_path, m0, m1, here = sys.argv[1:]
+sys.path.insert(0, here)
+import summarize
 num = lambda v: float(v) if v else None
 cpu = num(user) + num(sys_) if user and sys_ else None
 samples, tps = [], None
@@ -373,7 +406,8 @@ except OSError:
     pass
 json.dump({"scenario": scenario, "exit_code": int(rc), "generator_cpu_seconds": cpu,
            "generator_wall_seconds": num(real), "started_unix_s": num(started),
-           "ticks_per_second": tps, "cpu_samples": samples},
+           "ticks_per_second": tps, "cpu_samples": samples,
+           "forwarding_latency": summarize.latency_histogram_delta(m0, m1)},
           open(path, "w"))
 EOF
     fi
@@ -388,6 +422,44 @@ EOF
     say "$name: $v"
     [[ "$v" == ok ]] && return 0
     return 1
+}
+
+# perf on Switchyard while one 1.5 Mbit/s publisher sends to $PROFILE_SUBSCRIBERS subscribers:
+# its CPU by function, callees included, for RESULTS.md (profile-a-N.txt).
+profile_switchyard() {
+    local n="$PROFILE_SUBSCRIBERS" log="$out/logs/profile-a-$PROFILE_SUBSCRIBERS"
+    local text="$out/profile-a-$n.txt"
+    rm -f "$text"
+    if ! command -v perf >/dev/null 2>&1; then
+        say "profile: no perf here"; failures=$((failures + 1)); return
+    fi
+    start_server switchyard "$log.server.log" || { failures=$((failures + 1)); return; }
+    local ramp=$(( (n + 1) / RAMP_RATE + 3 ))
+    taskset -c "$GEN_CPU" timeout "$(( ramp + 140 ))" "$bin/switchyard-loadtest" \
+        --url "$server_url" --rooms 1 --publishers 1 --subscribers "$n" \
+        --video-bitrate 1500000 --duration 20s --ramp "$RAMP_RATE" \
+        --json "$log.report.json" >"$log.load.log" 2>&1 &
+    local gen=$!
+    sleep "$ramp"
+    # DWARF call graphs: release builds keep no frame pointers.
+    taskset -c "$GEN_CPU" perf record -q -F 499 --call-graph dwarf,16384 -p "$server_pid" \
+        -o "$log.perf.data" -- sleep 10 >/dev/null 2>"$log.perf.log" || true
+    wait "$gen" || true
+    stop_pid "$server_pid"
+    if [[ ! -s "$log.perf.data" ]]; then
+        say "profile: perf recorded nothing (see $log.perf.log)"; failures=$((failures + 1)); return
+    fi
+    {
+        echo "# Switchyard, scenario (a): 1 publisher (1.5 Mbit/s) to $n subscribers, 10 s at 499 Hz."
+        echo "# Share of the server's CPU samples in each function, callees included (perf"
+        echo "# report --children); the runtime's own frames (tokio, threads) are left out."
+        perf report -i "$log.perf.data" --children --sort symbol --stdio -g none \
+            --percent-limit 1.5 2>/dev/null \
+            | grep -E '^ +[0-9.]+%' \
+            | grep -vE 'tokio::runtime|std::sys|start_thread|clone3|thread_start|FnOnce|__rust_begin|\[unknown\]|0xffff|PollFn|inlined' \
+            | sed -E 's/ +- +-$//; s/ +$//' | head -45
+    } >"$text"
+    say "profile: wrote $text"
 }
 
 # Starts the server pinned, checks it listens on its pinned CPU, stops it.
@@ -432,6 +504,7 @@ started=$SECONDS
 for step in "${steps[@]}"; do
     case "$step" in
         switchyard-check|janus-check) check_server "${step%-check}" ;;
+        profile) profile_switchyard ;;
         floor-a) run_scenario udp-floor a $FLOOR_A_STEPS ;;
         floor-b) run_scenario udp-floor b $FLOOR_B_STEPS ;;
         floor-c) run_scenario udp-floor c $FLOOR_C_STEPS ;;

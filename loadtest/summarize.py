@@ -63,6 +63,71 @@ class ReportError(Exception):
     pass
 
 
+# The issue's targets for Switchyard, checked against the figures in the Targets section.
+TARGET_CPU_VS_JANUS = 0.5  # CPU per forwarded video packet, at most half of Janus's
+TARGET_CPU_VS_FLOOR = 3.0  # and within 3x of the raw UDP floor
+TARGET_SUBSCRIBERS = 500  # scenario (a) on one core with < 1% loss
+TARGET_FORWARDING_P99_MS = 1.0  # inside the server, while its core is at 70% or less
+TARGET_FORWARDING_MAX_CPU_PCT = 70.0
+TARGET_RSS_PER_PARTICIPANT_BYTES = 300_000  # per subscribed participant, audio + video
+
+LATENCY_METRIC = "switchyard_forwarding_latency_seconds_bucket"
+
+
+def parse_histogram(text, metric=LATENCY_METRIC):
+    """Cumulative bucket counts of a Prometheus text histogram, summed over its label sets
+    other than `le`: {le: count} (le as float, +Inf included)."""
+    buckets = {}
+    for line in text.splitlines():
+        if not line.startswith(metric + "{"):
+            continue
+        labels, _, value = line.rpartition("} ")
+        le = next((part.split("=", 1)[1].strip('"') for part in labels.split("{", 1)[1].split(",")
+                   if part.startswith("le=")), None)
+        if le is None:
+            continue
+        bound = float("inf") if le == "+Inf" else float(le)
+        buckets[bound] = buckets.get(bound, 0.0) + float(value)
+    return buckets
+
+
+def latency_histogram_delta(start_path, end_path):
+    """The forwarding-latency histogram over a window, from two /metrics scrapes: [[le,
+    cumulative count], ...] in seconds, or None when either scrape is missing."""
+    try:
+        with open(start_path, encoding="utf-8") as f:
+            start = parse_histogram(f.read())
+        with open(end_path, encoding="utf-8") as f:
+            end = parse_histogram(f.read())
+    except OSError:
+        return None
+    if not end:
+        return None
+    return [[le, end[le] - start.get(le, 0.0)] for le in sorted(end)]
+
+
+def histogram_quantile(buckets, q):
+    """The q-quantile of cumulative [[le, count], ...] buckets, interpolated linearly within
+    its bucket (Prometheus's histogram_quantile); None without observations. Above the last
+    finite bound it is that bound (the histogram cannot say more)."""
+    if not buckets:
+        return None
+    total = buckets[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return lower_bound
+            if count == lower_count:
+                return le
+            return lower_bound + (le - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = le, count
+    return lower_bound
+
+
 # Late frames above this share mean the generator could not keep its own pace: the run then
 # measured the generator (switchyard-loadtest's own rule of thumb is "a few %").
 MAX_LATE_FRAMES_PCT = 5.0
@@ -208,6 +273,7 @@ def normalize_generator(raw, meta, path):
         "server_peak_rss_bytes": mib(server.get("vm_hwm_mib")),
         "server_rss_per_participant_bytes": (None if server.get("rss_per_participant_kib") is None
                                              else int(server["rss_per_participant_kib"] * 1024)),
+        "server_forwarding_p99_ms": forwarding_p99_ms(meta.get("forwarding_latency")),
         "generator_cpu_seconds": gen_cpu,
         "generator_cpu_pct": gen_pct,
         "generator_late_frames_pct": late,
@@ -218,6 +284,11 @@ def normalize_generator(raw, meta, path):
                    "other_failures": max(0, participants.get("failed", 0) - not_joined)},
         "by_kind": by_kind(raw.get("receivers")),
     }
+
+
+def forwarding_p99_ms(buckets):
+    p99 = histogram_quantile(buckets, 0.99)
+    return None if p99 is None else p99 * 1000.0
 
 
 def load_report(path, meta=None):
@@ -247,7 +318,10 @@ def load_dir(directory):
             continue
         if name == "machine.json":
             with open(path, encoding="utf-8") as f:
-                machine = json.load(f)
+                machine = {**json.load(f), **{k: v for k, v in machine.items() if k == "profiles"}}
+        elif name.startswith("profile-") and name.endswith(".txt"):
+            with open(path, encoding="utf-8") as f:
+                machine.setdefault("profiles", {})[name[len("profile-"):-len(".txt")]] = f.read()
         elif name.endswith(".meta.json"):
             continue
         elif name.endswith(".json"):
@@ -511,6 +585,9 @@ def render(reports, failures, machine):
                        "(largest steps held; the steps are coarse).")
         out.append("")
 
+    out.extend(render_targets(reports))
+    out.extend(render_profiles(machine.get("profiles") or {}))
+
     if failures:
         out.append("## Runs that produced no report\n")
         for name, text in failures:
@@ -519,6 +596,100 @@ def render(reports, failures, machine):
     if not reports:
         out.append("No reports yet.\n")
     return "\n".join(out)
+
+
+def span(values, digits, suffix=""):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    lo, hi = min(values), max(values)
+    return (f"{fmt(lo, digits)}{suffix}" if fmt(lo, digits) == fmt(hi, digits)
+            else f"{fmt(lo, digits)}–{fmt(hi, digits)}{suffix}")
+
+
+def render_targets(reports):
+    """Each of the issue's targets against this run's figures: met, missed by how much, or
+    not measured (and why)."""
+    mine = lambda target, scenario: sorted(
+        (r for r in reports if r["target"] == target and r["scenario"].get("name") == scenario),
+        key=step_of)
+    sw_a, janus_a, floor_a = (mine(t, "a") for t in TARGETS)
+    if not sw_a:
+        return []
+    rows = []
+
+    def verdict(ok, measured):
+        if not measured:
+            return "not measured"
+        return "**met**" if ok else "**missed**"
+
+    # CPU per forwarded video packet against Janus and the floor, at the steps both ran.
+    for other, limit, label in ((janus_a, TARGET_CPU_VS_JANUS, "Janus"),
+                                (floor_a, TARGET_CPU_VS_FLOOR, "the UDP floor")):
+        theirs = {step_of(r): r["server_cpu_us_per_packet"] for r in other}
+        pairs = [(step_of(r), ratio(r["server_cpu_us_per_packet"], theirs.get(step_of(r))))
+                 for r in sw_a if not r["generator_bound"]]
+        ratios = [x for _, x in pairs if x is not None]
+        worst = max(ratios) if ratios else None
+        by = "" if worst is None or worst <= limit else f"; {fmt(worst / limit, 2)}× the target"
+        rows.append(f"| CPU per forwarded video packet ≤ {limit:g}× {label}'s (a) "
+                    f"| Switchyard / {label.replace('the ', '')} = {span(ratios, 2) or '–'} "
+                    f"over {len(ratios)} steps{by} "
+                    f"| {verdict(worst is not None and worst <= limit, worst is not None)} |")
+
+    # Scenario (a) capacity.
+    held, ended, limit_reached = capacity(sw_a)
+    measured = held is not None and (held >= TARGET_SUBSCRIBERS or limit_reached)
+    note = f"held {held if held is not None else 'no step'}; {ended}"
+    if not measured:
+        note += f" (the run could not show {TARGET_SUBSCRIBERS})"
+    rows.append(f"| ≥ {TARGET_SUBSCRIBERS} subscribers in (a) on one core with < 1% loss | {note} "
+                f"| {verdict(held is not None and held >= TARGET_SUBSCRIBERS, measured)} |")
+
+    # Forwarding latency inside the server, at steps whose server core was at most 70%.
+    eligible = [r for r in reports if r["target"] == "switchyard"
+                and r.get("server_forwarding_p99_ms") is not None
+                and (server_cpu_pct(r) or 0) <= TARGET_FORWARDING_MAX_CPU_PCT]
+    worst = max((r["server_forwarding_p99_ms"] for r in eligible), default=None)
+    where = ", ".join(f"{r['scenario'].get('name')}-{step_of(r)}: {fmt(r['server_forwarding_p99_ms'], 2)}"
+                      for r in eligible if r["server_forwarding_p99_ms"] > TARGET_FORWARDING_P99_MS)
+    rows.append(f"| Forwarding latency inside the server p99 ≤ {TARGET_FORWARDING_P99_MS:g} ms "
+                f"while its core is at ≤ {TARGET_FORWARDING_MAX_CPU_PCT:g}% "
+                f"| worst p99 {fmt(worst, 2)} ms over {len(eligible)} steps"
+                f"{f' (over the target: {where})' if where else ''} "
+                f"| {verdict(worst is not None and worst <= TARGET_FORWARDING_P99_MS, worst is not None)} |")
+
+    # Memory per subscribed participant: scenario (a)'s subscribers receive audio + video.
+    rss = [r["server_rss_per_participant_bytes"] for r in sw_a
+           if r["server_rss_per_participant_bytes"] is not None]
+    worst = max(rss, default=None)
+    by = ("" if worst is None or worst <= TARGET_RSS_PER_PARTICIPANT_BYTES
+          else f"; {fmt(worst / TARGET_RSS_PER_PARTICIPANT_BYTES, 2)}× the target")
+    rows.append(f"| Resident memory ≤ {TARGET_RSS_PER_PARTICIPANT_BYTES / 1000:g} KB per subscribed "
+                f"participant (a) | {span(rss and [v / 1000 for v in rss], 0, ' KB') or '–'} "
+                f"over {len(rss)} steps{by} "
+                f"| {verdict(worst is not None and worst <= TARGET_RSS_PER_PARTICIPANT_BYTES, worst is not None)} |")
+
+    out = ["## Targets\n",
+           "Switchyard against the targets it was built to meet, from the figures above (steps "
+           "where the generator was the limit are left out of the CPU ratios).\n",
+           "| target | this run | verdict |", "|---|---|---|"]
+    out.extend(rows)
+    out.append("")
+    return out
+
+
+def render_profiles(profiles):
+    """Profiles `bench.sh profile` recorded (perf on the server), verbatim."""
+    if not profiles:
+        return []
+    out = ["## Where Switchyard's time goes\n"]
+    for name in sorted(profiles):
+        out.append(f"`perf`, {name}:\n")
+        out.append("```")
+        out.append(profiles[name].rstrip())
+        out.append("```\n")
+    return out
 
 
 def main(argv=None):

@@ -335,5 +335,74 @@ class GeneratorReports(unittest.TestCase):
         self.assertIn("not a switchyard-loadtest report", str(e.exception))
 
 
+class TargetsAndLatency(unittest.TestCase):
+    METRICS = """# TYPE switchyard_forwarding_latency_seconds histogram
+switchyard_forwarding_latency_seconds_bucket{kind="audio",le="0.0005"} 10
+switchyard_forwarding_latency_seconds_bucket{kind="audio",le="0.001"} 10
+switchyard_forwarding_latency_seconds_bucket{kind="audio",le="+Inf"} 10
+switchyard_forwarding_latency_seconds_bucket{kind="video",le="0.0005"} %d
+switchyard_forwarding_latency_seconds_bucket{kind="video",le="0.001"} %d
+switchyard_forwarding_latency_seconds_bucket{kind="video",le="+Inf"} %d
+switchyard_forwarding_latency_seconds_sum{kind="video"} 1
+"""
+
+    def scrape(self, counts):
+        f = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
+        f.write(self.METRICS % counts)
+        f.close()
+        return f.name
+
+    def test_the_window_histogram_is_the_difference_of_two_scrapes(self):
+        start = self.scrape((100, 100, 100))
+        # Over the window: 880 video packets under 0.5 ms, 100 more under 1 ms, 20 above.
+        end = self.scrape((980, 1080, 1100))
+        delta = summarize.latency_histogram_delta(start, end)
+        self.assertEqual(delta, [[0.0005, 880.0], [0.001, 980.0], [float("inf"), 1000.0]])
+        # p50 inside the first bucket; p99 (rank 990) beyond 1 ms, where the histogram only
+        # says "above its last bound".
+        self.assertAlmostEqual(summarize.histogram_quantile(delta, 0.5), 0.0005 * 500 / 880)
+        self.assertEqual(summarize.histogram_quantile(delta, 0.99), 0.001)
+        self.assertAlmostEqual(summarize.histogram_quantile(delta, 0.9), 0.0005 + 0.0005 * 20 / 100)
+        self.assertIsNone(summarize.latency_histogram_delta(start, "/nonexistent"))
+        self.assertIsNone(summarize.histogram_quantile([[0.001, 0.0], [float("inf"), 0.0]], 0.99))
+
+    def test_each_target_is_met_missed_by_how_much_or_not_measured(self):
+        sw = variant("switchyard", 100, 4.0)
+        sw["server_rss_per_participant_bytes"] = 450_000
+        sw["server_forwarding_p99_ms"] = 0.4
+        big = variant("switchyard", 600, 4.2)
+        big["server_rss_per_participant_bytes"] = 250_000
+        big["server_forwarding_p99_ms"] = 3.0
+        big["server_cpu_pct"] = 95.0  # busy core: left out of the latency target
+        text = Summarize().render([sw, big, variant("janus", 100, 10.0),
+                                   variant("udp-floor", 100, 1.0)])
+        targets = text.split("## Targets", 1)[1]
+        self.assertIn("| Switchyard / Janus = 0.40 over 1 steps | **met** |", targets)
+        self.assertIn("Switchyard / UDP floor = 4.00 over 1 steps; 1.33× the target | **missed** |",
+                      targets)
+        self.assertIn("held 600; not stopped within the steps run | **met** |", targets)
+        self.assertIn("worst p99 0.40 ms over 1 steps | **met** |", targets)
+        self.assertIn("250–450 KB over 2 steps; 1.50× the target | **missed** |", targets)
+
+    def test_capacity_the_generator_could_not_reach_is_not_measured(self):
+        text = Summarize().render([variant("switchyard", 200, 4.0),
+                                   variant("switchyard", 400, 4.0, bound=True)])
+        self.assertIn("(the run could not show 500) | not measured |", text)
+        self.assertIn("worst p99 – ms over 0 steps | not measured |", text)
+
+    def test_profiles_are_shown_verbatim(self):
+        d = Summarize().write([variant("switchyard", 100, 4.0)])
+        with open(os.path.join(d, "profile-a-200.txt"), "w", encoding="utf-8") as f:
+            f.write("  35.00%  [.] webrtc_srtp::session::Session::write\n")
+        reports, failures, machine = summarize.load_dir(d)
+        text = summarize.render(reports, failures, machine)
+        self.assertIn("`perf`, a-200:", text)
+        self.assertIn("  35.00%  [.] webrtc_srtp::session::Session::write", text)
+        # And from the normalized file, without the results folder.
+        path = os.path.join(d, summarize.NORMALIZED)
+        summarize.write_normalized(path, reports, failures, machine)
+        self.assertEqual(summarize.render(*summarize.load_normalized(path)), text)
+
+
 if __name__ == "__main__":
     unittest.main()
