@@ -36,13 +36,13 @@
 #
 # The generator is called as
 #   switchyard-loadtest --target switchyard|janus --url URL --rooms R --publishers P
-#     --subscribers S [--video-bitrate BPS] [--simulcast] [--audio-only] --duration Ns
+#     --subscribers S [--video-bitrate BPS] [--simulcast] [--audio-only] [--layer L] --duration Ns
 #     --ramp JOINS_PER_S --json FILE --server-pid PID --max-loss 1 --max-p99-latency MS
 # under bash `time` (its own CPU, which its report does not give), and NAME.meta.json
 # records the scenario, exit status and that CPU next to its report (REPORT-FORMAT.md).
-# A publisher also receives the other publishers of its room. Scenario (b) asks for the
-# medium layer; the generator has no layer choice yet, so its receivers end on the full
-# layer on both servers (like for like) until it does.
+# A publisher also receives the other publishers of its room. In scenario (b) every
+# receiver asks for the medium layer (--layer medium: Switchyard's update_subscription,
+# Janus's substream 1).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -340,7 +340,8 @@ run_step() {
             a) participants=$((n + 1))
                cmd=(--rooms 1 --publishers 1 --subscribers "$n" --video-bitrate 1500000) ;;
             b) participants=$((n * 10))
-               cmd=(--rooms "$n" --publishers 10 --subscribers 0 --video-bitrate 1500000 --simulcast) ;;
+               cmd=(--rooms "$n" --publishers 10 --subscribers 0 --video-bitrate 1500000 --simulcast
+                    --layer medium) ;;
             c) participants=$((n + 1))
                cmd=(--rooms 1 --publishers 1 --subscribers "$n" --audio-only) ;;
         esac

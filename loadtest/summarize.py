@@ -45,11 +45,11 @@ MAX_LOSS_PCT = 1.0
 MAX_P99_MS = float(os.environ.get("MAX_P99_MS", "100"))
 # Said under a scenario's title: where the runs differ from what the scenario asks.
 SCENARIO_NOTES = {
-    "b": ("The scenario asks for receivers on the medium layer. switchyard-loadtest has no "
-          "layer choice yet, so Switchyard's and Janus's receivers got each publisher's "
-          "full layer (1.5 Mbit/s), on both servers alike; the floor forwards the medium "
-          "layer's packet rate (about 500 kbit/s) plus audio. CPU per packet compares "
-          "across the three; bitrates do not."),
+    "b": ("Every receiver asks for each publisher's medium layer (about 750 kbit/s here: "
+          "half of the 1.5 Mbit/s full layer; `--layer medium`, Switchyard's "
+          "`update_subscription`, Janus's `substream`). The floor forwards a medium layer's "
+          "packet rate at about 500 kbit/s plus audio: CPU per packet compares across the "
+          "three; bitrates do not."),
 }
 SCENARIOS = {
     "a": ("(a) one 1.5 Mbit/s video publisher to N subscribers", "subscribers"),

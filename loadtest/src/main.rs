@@ -17,11 +17,12 @@ use clap::{Parser, ValueEnum};
 
 use switchyard_loadtest::client::MediaPlan;
 use switchyard_loadtest::run::{self, Progress, RunConfig};
-use switchyard_loadtest::target::janus::JanusTarget;
+use switchyard_loadtest::target::janus::{JanusTarget, Substream};
 use switchyard_loadtest::target::switchyard::SwitchyardTarget;
 use switchyard_loadtest::target::Target;
 use switchyard_loadtest::units::{parse_bitrate, parse_duration};
 use switchyard_signal::token::{DEV_API_KEY, DEV_API_SECRET};
+use switchyard_signal::Quality;
 
 const EXIT_THRESHOLD_MISSED: u8 = 3;
 const EXIT_PARTICIPANT_FAILED: u8 = 4;
@@ -89,6 +90,17 @@ struct Cli {
     /// The server under test.
     #[arg(long, value_enum, default_value_t = TargetKind::Switchyard)]
     target: TargetKind,
+    /// The simulcast layer every receiver asks for (Switchyard: `update_subscription`;
+    /// Janus: `substream`). Without it each server sends its default, the highest.
+    #[arg(long, value_enum)]
+    layer: Option<LayerChoice>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LayerChoice {
+    Low,
+    Medium,
+    High,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,9 +142,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => (DEV_API_KEY.to_owned(), DEV_API_SECRET.to_owned()),
     };
     let target: Arc<dyn Target> = match cli.target {
-        TargetKind::Switchyard => Arc::new(SwitchyardTarget::new(&cli.url, api_key, api_secret)),
-        // Subscribers get Janus's default layer, the highest, as Switchyard's do here.
-        TargetKind::Janus => Arc::new(JanusTarget::new(&cli.url)),
+        TargetKind::Switchyard => {
+            let target = SwitchyardTarget::new(&cli.url, api_key, api_secret);
+            Arc::new(match cli.layer {
+                Some(layer) => target.with_quality(match layer {
+                    LayerChoice::Low => Quality::Low,
+                    LayerChoice::Medium => Quality::Medium,
+                    LayerChoice::High => Quality::High,
+                }),
+                None => target,
+            })
+        }
+        TargetKind::Janus => {
+            let target = JanusTarget::new(&cli.url);
+            Arc::new(match cli.layer {
+                Some(layer) => target.with_substream(match layer {
+                    LayerChoice::Low => Substream::Low,
+                    LayerChoice::Medium => Substream::Medium,
+                    LayerChoice::High => Substream::High,
+                }),
+                None => target,
+            })
+        }
     };
     let config = RunConfig {
         target: format!("{:?}", cli.target).to_lowercase(),

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use switchyard_signal::token::{mint, unix_now, Claims, Grant};
-use switchyard_signal::{ClientMessage, ServerMessage};
+use switchyard_signal::{ClientMessage, Quality, ServerMessage, TrackInfo, TrackKind};
 
 use super::{Session, Target};
 
@@ -33,6 +33,8 @@ pub struct SwitchyardTarget {
     url: String,
     api_key: String,
     api_secret: String,
+    /// The layer every receiver asks for; `None`: the server's default.
+    quality: Option<Quality>,
 }
 
 impl SwitchyardTarget {
@@ -47,7 +49,15 @@ impl SwitchyardTarget {
             url: url.into(),
             api_key: api_key.into(),
             api_secret: api_secret.into(),
+            quality: None,
         }
+    }
+
+    /// Every receiver asks for `quality` of each video track (`update_subscription`), as
+    /// soon as it learns of the track.
+    pub fn with_quality(mut self, quality: Quality) -> Self {
+        self.quality = Some(quality);
+        self
     }
 
     fn token(&self, room: &str, identity: &str) -> String {
@@ -76,11 +86,19 @@ impl Target for SwitchyardTarget {
             token: Some(self.token(room, identity)),
         };
         sink.send(text(&join)).await.context("sending join")?;
-        tokio::time::timeout(ANSWER_TIMEOUT, async {
+        let (own_id, present) = tokio::time::timeout(ANSWER_TIMEOUT, async {
             loop {
                 match stream.next().await {
                     Some(Ok(Message::Text(t))) => match serde_json::from_str(&t) {
-                        Ok(ServerMessage::Joined { .. }) => return Ok(()),
+                        Ok(ServerMessage::Joined {
+                            participant,
+                            participants,
+                            ..
+                        }) => {
+                            let tracks: Vec<_> =
+                                participants.into_iter().flat_map(|p| p.tracks).collect();
+                            return Ok((participant.id, tracks));
+                        }
                         Ok(ServerMessage::Error { code, message }) => {
                             bail!("join refused: {code}: {message}")
                         }
@@ -99,6 +117,22 @@ impl Target for SwitchyardTarget {
         .context("no `joined` in time")??;
 
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+        let quality = self.quality;
+        // The wish for a track is kept by the server even before the subscriber's answer.
+        let ask = move |out: &mpsc::UnboundedSender<Message>, track: &TrackInfo| {
+            if let (Some(quality), TrackKind::Video) = (quality, track.kind) {
+                let _ = out.send(text(&ClientMessage::UpdateSubscription {
+                    track_id: track.id.clone(),
+                    quality: Some(quality),
+                    width: None,
+                    height: None,
+                }));
+            }
+        };
+        for track in &present {
+            ask(&out_tx, track);
+        }
+        let asks = out_tx.clone();
         let writer = tokio::spawn(async move {
             let mut ping = tokio::time::interval(PING_INTERVAL);
             ping.tick().await;
@@ -125,6 +159,16 @@ impl Target for SwitchyardTarget {
                         let event = match serde_json::from_str(&t) {
                             Ok(ServerMessage::PublishAnswer { sdp }) => Event::PublishAnswer(sdp),
                             Ok(ServerMessage::SubscribeOffer { sdp }) => Event::SubscribeOffer(sdp),
+                            // Its own tracks are announced to a publisher too: not for it.
+                            Ok(ServerMessage::TrackPublished {
+                                participant_id,
+                                track,
+                            }) => {
+                                if participant_id != own_id {
+                                    ask(&asks, &track);
+                                }
+                                continue;
+                            }
                             Ok(ServerMessage::Error { code, message }) => {
                                 Event::Error(format!("{code}: {message}"))
                             }
