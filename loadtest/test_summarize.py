@@ -179,7 +179,7 @@ class Summarize(unittest.TestCase):
         r["scenario"].update(name="b", rooms=4, publishers=10, subscribers=0, simulcast=True)
         text = self.render([r])
         self.assertIn("## (b) ten-person meetings", text)
-        self.assertIn("no layer choice yet", text)
+        self.assertIn("Every receiver asks for each publisher's medium layer", text)
         self.assertIn("| 4 | Switchyard |", text)
 
     def test_a_report_missing_a_field_is_refused_by_name(self):
@@ -387,7 +387,9 @@ switchyard_forwarding_latency_seconds_sum{kind="video"} 1
     def test_capacity_the_generator_could_not_reach_is_not_measured(self):
         text = Summarize().render([variant("switchyard", 200, 4.0),
                                    variant("switchyard", 400, 4.0, bound=True)])
-        self.assertIn("(the run could not show 500) | not measured |", text)
+        self.assertIn("(the run could not show 500); estimate, not a measurement: the server "
+                      "used 31% of its core at 200, so a full core at about 642 | not measured |",
+                      text)
         self.assertIn("worst p99 – ms over 0 steps | not measured |", text)
 
     def test_profiles_are_shown_verbatim(self):
