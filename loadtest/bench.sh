@@ -458,7 +458,7 @@ profile_switchyard() {
             --percent-limit 1.5 2>/dev/null \
             | grep -E '^ +[0-9.]+%' \
             | grep -vE 'tokio::runtime|std::sys|start_thread|clone3|thread_start|FnOnce|__rust_begin|\[unknown\]|0xffff|PollFn|inlined' \
-            | sed -E 's/ +- +-$//; s/ +$//' | head -45
+            | sed -E 's/ +$//; s/ +- +-$//' | head -45 || true  # head closes the pipe early
     } >"$text"
     say "profile: wrote $text"
 }

@@ -667,15 +667,21 @@ def render_targets(reports):
                 f"| {verdict(worst is not None and worst <= TARGET_FORWARDING_P99_MS, worst is not None)} |")
 
     # Memory per subscribed participant: scenario (a)'s subscribers receive audio + video.
-    rss = [r["server_rss_per_participant_bytes"] for r in sw_a
-           if r["server_rss_per_participant_bytes"] is not None]
-    worst = max(rss, default=None)
-    by = ("" if worst is None or worst <= TARGET_RSS_PER_PARTICIPANT_BYTES
-          else f"; {fmt(worst / TARGET_RSS_PER_PARTICIPANT_BYTES, 2)}× the target")
+    # What one more subscriber costs is the slope of peak RSS over the steps (least squares):
+    # RSS / participants at one step also spreads the publisher's packet caches and the
+    # process's fixed cost over the subscribers, which dominates at small steps.
+    points = [(r["participants"], r["server_peak_rss_bytes"]) for r in sw_a
+              if r["server_peak_rss_bytes"] is not None and r["participants"]]
+    slope = rss_slope(points)
+    per_step = [r["server_rss_per_participant_bytes"] / 1000 for r in sw_a
+                if r["server_rss_per_participant_bytes"] is not None]
+    by = ("" if slope is None or slope <= TARGET_RSS_PER_PARTICIPANT_BYTES
+          else f"; {fmt(slope / TARGET_RSS_PER_PARTICIPANT_BYTES, 2)}× the target")
     rows.append(f"| Resident memory ≤ {TARGET_RSS_PER_PARTICIPANT_BYTES / 1000:g} KB per subscribed "
-                f"participant (a) | {span(rss and [v / 1000 for v in rss], 0, ' KB') or '–'} "
-                f"over {len(rss)} steps{by} "
-                f"| {verdict(worst is not None and worst <= TARGET_RSS_PER_PARTICIPANT_BYTES, worst is not None)} |")
+                f"participant (a) | {fmt(slope, 0, 1e-3)} KB per added participant (peak RSS "
+                f"over {len(points)} steps, least squares){by}; RSS / participants per step: "
+                f"{span(per_step, 0, ' KB') or '–'} "
+                f"| {verdict(slope is not None and slope <= TARGET_RSS_PER_PARTICIPANT_BYTES, slope is not None)} |")
 
     out = ["## Targets\n",
            "Switchyard against the targets it was built to meet, from the figures above (steps "
@@ -684,6 +690,18 @@ def render_targets(reports):
     out.extend(rows)
     out.append("")
     return out
+
+
+def rss_slope(points):
+    """Bytes of peak RSS per participant, the least-squares slope over (participants, bytes)
+    points; None with fewer than two distinct participant counts."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx
 
 
 def render_profiles(profiles):

@@ -369,9 +369,12 @@ switchyard_forwarding_latency_seconds_sum{kind="video"} 1
     def test_each_target_is_met_missed_by_how_much_or_not_measured(self):
         sw = variant("switchyard", 100, 4.0)
         sw["server_rss_per_participant_bytes"] = 450_000
+        sw["server_peak_rss_bytes"] = 50_000_000
         sw["server_forwarding_p99_ms"] = 0.4
         big = variant("switchyard", 600, 4.2)
         big["server_rss_per_participant_bytes"] = 250_000
+        # 500 participants more, 175 MB more: 350 KB each.
+        big["server_peak_rss_bytes"] = 225_000_000
         big["server_forwarding_p99_ms"] = 3.0
         big["server_cpu_pct"] = 95.0  # busy core: left out of the latency target
         text = Summarize().render([sw, big, variant("janus", 100, 10.0),
@@ -382,7 +385,9 @@ switchyard_forwarding_latency_seconds_sum{kind="video"} 1
                       targets)
         self.assertIn("held 600; not stopped within the steps run | **met** |", targets)
         self.assertIn("worst p99 0.40 ms over 1 steps | **met** |", targets)
-        self.assertIn("250–450 KB over 2 steps; 1.50× the target | **missed** |", targets)
+        self.assertIn("| 350 KB per added participant (peak RSS over 2 steps, least squares); "
+                      "1.17× the target; RSS / participants per step: 250–450 KB | **missed** |",
+                      targets)
 
     def test_capacity_the_generator_could_not_reach_is_not_measured(self):
         text = Summarize().render([variant("switchyard", 200, 4.0),
