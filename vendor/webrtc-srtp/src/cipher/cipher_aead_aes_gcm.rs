@@ -25,6 +25,10 @@ where
 {
     profile: ProtectionProfile,
     srtp_cipher: aes_gcm::AesGcm<AES, NonceSize>,
+    /// Switchyard: RTP is sealed and opened with ring's AES-GCM (AES-NI and carry-less
+    /// multiplication in assembly), several times faster per packet than `aes-gcm`'s
+    /// `polyval`; the RustCrypto cipher stays for RTCP and the tests that compare them.
+    srtp_ring: ring::aead::LessSafeKey,
     srtcp_cipher: aes_gcm::AesGcm<AES, NonceSize>,
     srtp_session_salt: Vec<u8>,
     srtcp_session_salt: Vec<u8>,
@@ -64,16 +68,14 @@ where
         let mut writer = BytesMut::with_capacity(payload.len() + self.aead_auth_tag_len());
         writer.extend_from_slice(payload);
 
-        let nonce = self.rtp_initialization_vector(header, roc);
-
+        let nonce = ring::aead::Nonce::assume_unique_for_key(self.rtp_nonce(header, roc));
         let (aad, msg) = writer.split_at_mut(header_len);
-        let tag = self.srtp_cipher.encrypt_in_place_detached(
-            Nonce::from_slice(&nonce),
-            aad,
-            msg,
-        )?;
+        let tag = self
+            .srtp_ring
+            .seal_in_place_separate_tag(nonce, ring::aead::Aad::from(&*aad), msg)
+            .map_err(|_| Error::Other("AES-GCM seal failed".to_owned()))?;
 
-        writer.extend_from_slice(&tag);
+        writer.extend_from_slice(tag.as_ref());
         Ok(writer.freeze())
     }
 
@@ -87,22 +89,19 @@ where
             return Err(Error::ErrFailedToVerifyAuthTag);
         }
 
-        let nonce = self.rtp_initialization_vector(header, roc);
         let payload_offset = header.marshal_size();
         // Switchyard: decrypt in place in the one output buffer (see encrypt_rtp).
         let tag_len = self.aead_auth_tag_len();
         if ciphertext.len() < payload_offset + tag_len {
             return Err(Error::ErrFailedToVerifyAuthTag);
         }
-        let (sealed, tag) = ciphertext.split_at(ciphertext.len() - tag_len);
-        let mut writer = BytesMut::from(sealed);
-        let (aad, msg) = writer.split_at_mut(payload_offset);
-        self.srtp_cipher.decrypt_in_place_detached(
-            Nonce::from_slice(&nonce),
-            aad,
-            msg,
-            GenericArray::from_slice(tag),
-        )?;
+        let nonce = ring::aead::Nonce::assume_unique_for_key(self.rtp_nonce(header, roc));
+        let mut writer = BytesMut::from(ciphertext);
+        let (aad, sealed) = writer.split_at_mut(payload_offset);
+        self.srtp_ring
+            .open_in_place(nonce, ring::aead::Aad::from(&*aad), sealed)
+            .map_err(|_| Error::ErrFailedToVerifyAuthTag)?;
+        writer.truncate(ciphertext.len() - tag_len);
 
         Ok(writer.freeze())
     }
@@ -192,6 +191,14 @@ where
         let srtp_block = GenericArray::from_slice(&srtp_session_key);
 
         let srtp_cipher = AesGcm::<AES, U12>::new(srtp_block);
+        let algorithm = match profile {
+            ProtectionProfile::AeadAes128Gcm => &ring::aead::AES_128_GCM,
+            _ => &ring::aead::AES_256_GCM,
+        };
+        let srtp_ring = ring::aead::LessSafeKey::new(
+            ring::aead::UnboundKey::new(algorithm, &srtp_session_key)
+                .map_err(|_| Error::Other("AES-GCM key of the wrong length".to_owned()))?,
+        );
 
         let srtcp_session_key = kdf(
             LABEL_SRTCP_ENCRYPTION,
@@ -224,6 +231,7 @@ where
         Ok(CipherAeadAesGcm {
             profile,
             srtp_cipher,
+            srtp_ring,
             srtcp_cipher,
             srtp_session_salt,
             srtcp_session_salt,
@@ -237,6 +245,18 @@ where
     /// value is then XORed to the 12-octet salt to form the 12-octet IV.
     ///
     /// https://tools.ietf.org/html/rfc7714#section-8.1
+    /// [`Self::rtp_initialization_vector`] as ring takes it, without an allocation.
+    fn rtp_nonce(&self, header: &rtp::header::Header, roc: u32) -> [u8; 12] {
+        let mut iv = [0u8; 12];
+        BigEndian::write_u32(&mut iv[2..], header.ssrc);
+        BigEndian::write_u32(&mut iv[6..], roc);
+        BigEndian::write_u16(&mut iv[10..], header.sequence_number);
+        for (v, salt) in iv.iter_mut().zip(&self.srtp_session_salt) {
+            *v ^= salt;
+        }
+        iv
+    }
+
     pub(crate) fn rtp_initialization_vector(
         &self,
         header: &rtp::header::Header,
