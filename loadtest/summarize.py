@@ -503,7 +503,11 @@ def render(reports, failures, machine):
         "they span the whole run, ramp included (the report says which: "
         "`server_cpu_span`). Join time is to the first media packet; kbit/s per subscriber "
         "is the median; the generator counts as saturated at 90% of its core or above "
-        f"{MAX_LATE_FRAMES_PCT:g}% late frames.\n")
+        f"{MAX_LATE_FRAMES_PCT:g}% late frames. Latency in the tables is one-way, generator "
+        "to generator; Switchyard's forwarding latency inside the server (from reading a "
+        "packet to writing each copy: `switchyard_forwarding_latency_seconds`) comes from "
+        "its /metrics, scraped when everyone has joined and at the end, and is used in the "
+        "Targets section.\n")
 
     # Steps that left a .failed note instead of a report, by (target, scenario, step), from
     # bench.sh's names: <target>-<scenario>-<step>.
