@@ -120,6 +120,15 @@ impl<P: Clone> TrackCore<P> {
         }
     }
 
+    /// Cached packets older than `max_age` are let go: no receiver asks that late, and a
+    /// low layer's slow packet rate would keep many seconds of them.
+    pub fn with_cache_max_age(mut self, max_age: Duration) -> Self {
+        for layer in &mut self.layers {
+            layer.cache.set_max_age(max_age);
+        }
+        self
+    }
+
     pub fn subscriber_count(&self) -> usize {
         self.subscriptions.len()
     }
@@ -218,7 +227,7 @@ impl<P: Clone> TrackCore<P> {
             ts,
             vp8: incoming.vp8,
         };
-        if !rx.cache.insert(seq, cached.clone()) {
+        if !rx.cache.insert(seq, cached.clone(), incoming.now) {
             outcome.duplicate = true;
             return outcome;
         }

@@ -183,7 +183,7 @@ fn run(seed: u64) {
                 .is_none_or(|h| unwrap_seq[l].peek(packet.seq as u64) > h);
             let seq = unwrap_seq[l].unwrap(packet.seq as u64);
             let ts = unwrap_ts[l].unwrap(packet.ts as u64);
-            if !caches[l].insert(seq, ()) {
+            if !caches[l].insert(seq, (), now) {
                 continue; // duplicate
             }
             monitor.on_packet(packet.layer, 1200, now);

@@ -47,6 +47,7 @@ pub struct RtcConfig {
     pub subscriber_queue_packets: usize,
     pub keyframe_request_interval_ms: u64,
     pub nack_buffer_packets: u16,
+    pub nack_buffer_max_age_ms: u64,
     pub udp_buffer_bytes: usize,
     pub ice_servers: Vec<IceServer>,
 }
@@ -246,6 +247,9 @@ impl Config {
         if self.rtc.nack_buffer_packets > 32768 {
             return invalid("rtc.nack_buffer_packets", "must be at most 32768");
         }
+        if !(100..=30_000).contains(&self.rtc.nack_buffer_max_age_ms) {
+            return invalid("rtc.nack_buffer_max_age_ms", "must be from 100 to 30000");
+        }
         for server in &self.rtc.ice_servers {
             if server.urls.is_empty() {
                 return invalid("rtc.ice_servers", "every ICE server needs at least one URL");
@@ -327,6 +331,7 @@ impl Config {
             subscriber_queue_packets: self.rtc.subscriber_queue_packets,
             keyframe_request_interval: Duration::from_millis(self.rtc.keyframe_request_interval_ms),
             nack_buffer_packets: self.rtc.nack_buffer_packets,
+            nack_buffer_max_age: Duration::from_millis(self.rtc.nack_buffer_max_age_ms),
             udp_buffer_bytes: self.rtc.udp_buffer_bytes,
         }
     }

@@ -43,6 +43,8 @@ pub struct RtcSettings {
     /// Packets kept per published layer to answer subscribers' NACKs (rounded up to a
     /// power of two).
     pub nack_buffer_packets: u16,
+    /// And for at most this long: a retransmission later than that is useless.
+    pub nack_buffer_max_age: Duration,
     /// Kernel receive and send buffer of the media socket, in bytes. Every participant's
     /// media shares this one socket: a small buffer overflows (the kernel drops datagrams,
     /// DTLS handshakes included) whenever the server falls a few milliseconds behind.
@@ -58,6 +60,7 @@ impl Default for RtcSettings {
             subscriber_queue_packets: 256,
             keyframe_request_interval: Duration::from_millis(500),
             nack_buffer_packets: 1024,
+            nack_buffer_max_age: Duration::from_secs(2),
             udp_buffer_bytes: 4 << 20,
         }
     }

@@ -452,6 +452,7 @@ impl Participant {
             Arc::downgrade(&publisher),
             UpTrackConfig {
                 cache_packets: settings.nack_buffer_packets as usize,
+                cache_max_age: settings.nack_buffer_max_age,
                 keyframe_interval: settings.keyframe_request_interval,
                 speakers: Some(self.ctx.speakers.clone()),
                 stats: self.ctx.stats.clone(),

@@ -71,6 +71,7 @@ pub struct UpTrack {
 
 pub(crate) struct UpTrackConfig {
     pub cache_packets: usize,
+    pub cache_max_age: Duration,
     pub keyframe_interval: Duration,
     /// The room's detector, fed by audio tracks.
     pub speakers: Option<Speakers>,
@@ -90,6 +91,7 @@ impl UpTrack {
     ) -> Arc<UpTrack> {
         let UpTrackConfig {
             cache_packets,
+            cache_max_age,
             keyframe_interval,
             speakers,
             stats,
@@ -118,11 +120,10 @@ impl UpTrack {
             id,
             publisher,
             kind,
-            core: Mutex::new(TrackCore::new(
-                codec.clock_rate,
-                cache_packets,
-                LAYER_TIMEOUT,
-            )),
+            core: Mutex::new(
+                TrackCore::new(codec.clock_rate, cache_packets, LAYER_TIMEOUT)
+                    .with_cache_max_age(cache_max_age),
+            ),
             codec,
             codec_kind,
             layers,
