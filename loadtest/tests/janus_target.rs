@@ -2,8 +2,8 @@
 //! peers on both sides: what the load generator will do, minus the load.
 //!
 //! Janus is started by `loadtest/janus/run-janus.sh` (which builds the loopback shim with
-//! gcc). Without janus installed these tests FAIL, naming the install script; set
-//! SWITCHYARD_SKIP_JANUS=1 to skip them on purpose.
+//! gcc). Without janus installed these tests FAIL, naming the install script: a skipped
+//! test would count as passed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,20 +46,17 @@ struct Janus {
 }
 
 impl Janus {
-    /// Starts Janus, or `None` when the caller asked to skip (SWITCHYARD_SKIP_JANUS=1).
-    async fn start() -> Option<Janus> {
+    /// Starts Janus; panics, naming the install script, where it is not installed.
+    async fn start() -> Janus {
         // `janus --version` exits with 1 even when it works: look at what it prints.
         let installed = std::process::Command::new("janus")
             .arg("--version")
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Janus version"));
-        if !installed {
-            if std::env::var("SWITCHYARD_SKIP_JANUS").as_deref() == Ok("1") {
-                eprintln!("SKIPPED: janus not installed and SWITCHYARD_SKIP_JANUS=1");
-                return None;
-            }
-            panic!("janus not installed: run loadtest/install-janus.sh (or set SWITCHYARD_SKIP_JANUS=1 to skip on purpose)");
-        }
+        assert!(
+            installed,
+            "janus not installed: run loadtest/install-janus.sh (scripts/install-test-deps does)"
+        );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -97,12 +94,12 @@ impl Janus {
             .cloned()
             .unwrap_or_else(|| panic!("run-janus.sh failed (its stderr is above): {vars:?}"));
         let janus_pid = vars["JANUS_PID"].parse().unwrap();
-        Some(Janus {
+        Janus {
             script,
             url,
             janus_pid,
             dir,
-        })
+        }
     }
 }
 
@@ -324,9 +321,7 @@ async fn wait_for(what: &str, within: Duration, seen: &[&Seen], mut done: impl F
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_and_video_reach_a_subscriber_through_janus() {
-    let Some(janus) = Janus::start().await else {
-        return;
-    };
+    let janus = Janus::start().await;
     let t0 = Instant::now();
     let target = JanusTarget::new(janus.url.clone());
     target.prepare_room("meeting", 2).await.unwrap();
@@ -463,9 +458,7 @@ async fn audio_and_video_reach_a_subscriber_through_janus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_gets_the_simulcast_layer_it_asks_for() {
-    let Some(janus) = Janus::start().await else {
-        return;
-    };
+    let janus = Janus::start().await;
     let t0 = Instant::now();
     let medium = JanusTarget::new(janus.url.clone()).with_substream(Substream::Medium);
     let highest = JanusTarget::new(janus.url.clone());
@@ -577,9 +570,7 @@ async fn the_generator_runs_a_simulcast_meeting_through_janus() {
     use switchyard_loadtest::client::MediaPlan;
     use switchyard_loadtest::run::{fresh_room_prefix, run, Progress, RunConfig};
 
-    let Some(janus) = Janus::start().await else {
-        return;
-    };
+    let janus = Janus::start().await;
     let config = RunConfig {
         target: "janus".to_owned(),
         url: janus.url.clone(),
