@@ -103,6 +103,24 @@ enum LayerChoice {
     High,
 }
 
+impl LayerChoice {
+    fn quality(self) -> Quality {
+        match self {
+            LayerChoice::Low => Quality::Low,
+            LayerChoice::Medium => Quality::Medium,
+            LayerChoice::High => Quality::High,
+        }
+    }
+
+    fn substream(self) -> Substream {
+        match self {
+            LayerChoice::Low => Substream::Low,
+            LayerChoice::Medium => Substream::Medium,
+            LayerChoice::High => Substream::High,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum TargetKind {
     Switchyard,
@@ -145,22 +163,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         TargetKind::Switchyard => {
             let target = SwitchyardTarget::new(&cli.url, api_key, api_secret);
             Arc::new(match cli.layer {
-                Some(layer) => target.with_quality(match layer {
-                    LayerChoice::Low => Quality::Low,
-                    LayerChoice::Medium => Quality::Medium,
-                    LayerChoice::High => Quality::High,
-                }),
+                Some(layer) => target.with_quality(layer.quality()),
                 None => target,
             })
         }
         TargetKind::Janus => {
             let target = JanusTarget::new(&cli.url);
             Arc::new(match cli.layer {
-                Some(layer) => target.with_substream(match layer {
-                    LayerChoice::Low => Substream::Low,
-                    LayerChoice::Medium => Substream::Medium,
-                    LayerChoice::High => Substream::High,
-                }),
+                Some(layer) => target.with_substream(layer.substream()),
                 None => target,
             })
         }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 mod metrics;
+pub mod testing;
 mod web;
 pub mod webhook;
 pub mod ws;

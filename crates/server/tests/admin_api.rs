@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use common::{
     dev_token, recv_type, send_json, token_with, wait_until, ClientOptions, RtcClient, TestServer,
-    Ws,
+    TestServerExt, Ws,
 };
 use switchyard_signal::token::{mint, unix_now, Claims, Grant, DEV_API_KEY, DEV_API_SECRET};
 

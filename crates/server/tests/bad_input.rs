@@ -6,7 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{dev_token, recv_json, recv_type, send_json, wait_until, RtcClient, TestServer, Ws};
+use common::{
+    dev_token, recv_json, recv_type, send_json, wait_until, RtcClient, TestServer, TestServerExt,
+    Ws,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

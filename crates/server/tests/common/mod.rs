@@ -34,70 +34,30 @@ use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocalWriter;
 
-use switchyard_server::config::{Config, Overrides};
-use switchyard_server::Server;
 use switchyard_signal::token::{mint, unix_now, Claims, Grant, DEV_API_KEY, DEV_API_SECRET};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A server on 127.0.0.1 with free ports, stopped when dropped.
-pub struct TestServer {
-    pub http: SocketAddr,
-    pub udp: SocketAddr,
-    pub router: switchyard_router::Router,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
+pub use switchyard_server::testing::TestServer;
 
-impl TestServer {
-    pub async fn start() -> TestServer {
-        TestServer::start_with(&[]).await
-    }
-
-    /// Starts with `SWITCHYARD_*`-style overrides, e.g. `("SWITCHYARD_SIGNAL_MAX_MESSAGE_BYTES", "2048")`.
-    pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
-        // RUST_LOG=info (for example) shows the server's log in a failing test's output.
-        if std::env::var_os("RUST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_test_writer()
-                .try_init();
-        }
-        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
-        let config = Config::load(
-            None,
-            env,
-            &Overrides {
-                bind: Some("127.0.0.1:0".parse().unwrap()),
-                udp_port: Some(0),
-                announce_ips: vec![],
-            },
-        )
-        .expect("test config");
-        let server = Server::bind(config).await.expect("server binds");
-        let http = server.http_addr();
-        let udp = server.udp_addr();
-        let router = server.router().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async move {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            http,
-            udp,
-            router,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}/rtc", self.http)
-    }
-
+/// What the server's own tests do with a [`TestServer`] beyond starting and stopping it.
+pub trait TestServerExt {
     /// One HTTP/1.1 request to the server (`Connection: close`); returns the status and
     /// the body parsed as JSON (`Value::Null` when empty, a string when not JSON).
-    pub async fn http(
+    async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value);
+
+    /// A WebSocket to `/rtc`.
+    async fn connect(&self) -> Ws;
+}
+
+impl TestServerExt for TestServer {
+    async fn http(
         &self,
         method: &str,
         path: &str,
@@ -151,33 +111,11 @@ impl TestServer {
         (status, value)
     }
 
-    pub async fn connect(&self) -> Ws {
+    async fn connect(&self) -> Ws {
         let (ws, _) = tokio_tungstenite::connect_async(self.ws_url())
             .await
             .expect("websocket connects");
         ws
-    }
-
-    /// Stops the server and waits for it to finish its graceful shutdown.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("server stops in time")
-                .expect("server task")
-                .expect("server ran cleanly");
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
