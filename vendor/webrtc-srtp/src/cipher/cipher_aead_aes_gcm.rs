@@ -79,6 +79,26 @@ where
         Ok(writer.freeze())
     }
 
+    fn encrypt_rtp_in_place(
+        &mut self,
+        packet: &mut Vec<u8>,
+        header: &rtp::header::Header,
+        roc: u32,
+    ) -> Result<()> {
+        let header_len = header.marshal_size();
+        if packet.len() < header_len {
+            return Err(Error::ErrTooShortRtp);
+        }
+        let nonce = ring::aead::Nonce::assume_unique_for_key(self.rtp_nonce(header, roc));
+        let (aad, msg) = packet.split_at_mut(header_len);
+        let tag = self
+            .srtp_ring
+            .seal_in_place_separate_tag(nonce, ring::aead::Aad::from(&*aad), msg)
+            .map_err(|_| Error::Other("AES-GCM seal failed".to_owned()))?;
+        packet.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
     fn decrypt_rtp(
         &mut self,
         ciphertext: &[u8],

@@ -53,6 +53,21 @@ pub(crate) trait Cipher {
         roc: u32,
     ) -> Result<Bytes>;
 
+    /// Switchyard: encrypts the marshalled RTP packet in `packet` (header, then payload)
+    /// where it lies, appending the authentication tag, so a caller that builds packets in
+    /// a reused buffer allocates nothing. The default goes through [`Cipher::encrypt_rtp`].
+    fn encrypt_rtp_in_place(
+        &mut self,
+        packet: &mut Vec<u8>,
+        header: &rtp::header::Header,
+        roc: u32,
+    ) -> Result<()> {
+        let sealed = self.encrypt_rtp(packet, header, roc)?;
+        packet.clear();
+        packet.extend_from_slice(&sealed);
+        Ok(())
+    }
+
     /// Decrypt RTP payload.
     fn decrypt_rtp(
         &mut self,

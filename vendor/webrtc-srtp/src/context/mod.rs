@@ -163,13 +163,16 @@ impl Context {
     }
 
     fn get_srtp_ssrc_state(&mut self, ssrc: u32) -> &mut SrtpSsrcState {
-        let s = SrtpSsrcState {
-            ssrc,
-            replay_detector: Some((self.new_srtp_replay_detector)()),
-            ..Default::default()
-        };
-
-        self.srtp_ssrc_states.entry(ssrc).or_insert(s)
+        // Switchyard: make the state (and its boxed replay detector) only for a new SSRC;
+        // the published code built and dropped one on every packet.
+        let new_replay_detector = &self.new_srtp_replay_detector;
+        self.srtp_ssrc_states
+            .entry(ssrc)
+            .or_insert_with(|| SrtpSsrcState {
+                ssrc,
+                replay_detector: Some(new_replay_detector()),
+                ..Default::default()
+            })
     }
 
     fn get_srtcp_ssrc_state(&mut self, ssrc: u32) -> &mut SrtcpSsrcState {

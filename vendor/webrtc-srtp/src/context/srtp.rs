@@ -69,6 +69,26 @@ impl Context {
         Ok(dst)
     }
 
+    /// Switchyard: encrypts the marshalled RTP packet in `packet` (whose header is
+    /// `header`) in place and appends its tag, reusing the caller's buffer.
+    pub fn encrypt_rtp_in_place(
+        &mut self,
+        packet: &mut Vec<u8>,
+        header: &rtp::header::Header,
+    ) -> Result<()> {
+        let (roc, diff, ovf) = self
+            .get_srtp_ssrc_state(header.ssrc)
+            .next_rollover_count(header.sequence_number);
+        if ovf {
+            // RFC 3711 9.2, as in encrypt_rtp_with_header.
+            return Err(Error::ErrExceededMaxPackets);
+        }
+        self.cipher.encrypt_rtp_in_place(packet, header, roc)?;
+        self.get_srtp_ssrc_state(header.ssrc)
+            .update_rollover_count(header.sequence_number, diff);
+        Ok(())
+    }
+
     /// EncryptRTP marshals and encrypts an RTP packet, writing to the dst buffer provided.
     /// If the dst buffer does not have the capacity to hold `len(plaintext) + 10` bytes, a new one will be allocated and returned.
     pub fn encrypt_rtp(&mut self, plaintext: &[u8]) -> Result<Bytes> {
