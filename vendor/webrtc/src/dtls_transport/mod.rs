@@ -85,6 +85,32 @@ pub struct RTCDtlsTransport {
     pub(crate) srtp_ready_rx: Mutex<Option<mpsc::Receiver<()>>>,
 
     pub(crate) dtls_matcher: Option<MatchFunc>,
+
+    /// Switchyard: our side's SRTP master key, once DTLS exported it.
+    pub(crate) local_srtp_keys: tokio::sync::watch::Sender<Option<LocalSrtpKeys>>,
+}
+
+/// Switchyard: what a sender needs to make its own SRTP context for outgoing RTP.
+#[derive(Clone, Debug)]
+pub struct LocalSrtpKeys {
+    pub profile: ProtectionProfile,
+    pub master_key: Vec<u8>,
+    pub master_salt: Vec<u8>,
+}
+
+impl LocalSrtpKeys {
+    /// A fresh context for encrypting RTP with these keys. Its packets must use SSRCs
+    /// nothing else encrypts with these keys, or (SSRC, index) pairs, and so AES nonces
+    /// or keystreams, would repeat.
+    pub fn rtp_context(&self) -> Result<srtp::context::Context> {
+        Ok(srtp::context::Context::new(
+            &self.master_key,
+            &self.master_salt,
+            self.profile,
+            None,
+            None,
+        )?)
+    }
 }
 
 impl RTCDtlsTransport {
@@ -105,6 +131,14 @@ impl RTCDtlsTransport {
             dtls_matcher: Some(Box::new(match_dtls)),
             ..Default::default()
         }
+    }
+
+    /// Switchyard: waits until DTLS is up and SRTP started, and returns our side's SRTP
+    /// keys; `None` if the transport went away first.
+    pub async fn local_srtp_keys(&self) -> Option<LocalSrtpKeys> {
+        let mut keys = self.local_srtp_keys.subscribe();
+        let ready = keys.wait_for(Option::is_some).await.ok()?;
+        ready.clone()
     }
 
     pub(crate) async fn conn(&self) -> Option<Arc<DTLSConn>> {
@@ -203,6 +237,11 @@ impl RTCDtlsTransport {
             return Err(Error::ErrDtlsTransportNotStarted);
         }
 
+        let local_keys = LocalSrtpKeys {
+            profile,
+            master_key: srtp_config.keys.local_master_key.clone(),
+            master_salt: srtp_config.keys.local_master_salt.clone(),
+        };
         {
             let mut srtp_session = self.srtp_session.lock().await;
             *srtp_session = {
@@ -269,6 +308,7 @@ impl RTCDtlsTransport {
                 self.srtp_ready_signal.store(true, Ordering::SeqCst);
             }
         }
+        self.local_srtp_keys.send_replace(Some(local_keys));
 
         Ok(())
     }
