@@ -1,16 +1,13 @@
 //! One published track's forwarding state: its layers as received (sequence unwrapping,
 //! packet cache, availability) and every subscriber's [`Forwarder`].
 //!
-//! Plain Rust over tokio's bounded queues; no webrtc-rs types (the packet handle `P` is
-//! generic), so the whole per-packet path is tested here without a network. The glue holds
-//! it behind a mutex that is never held across an await: per packet it unwraps, caches
-//! and checks availability once, then asks each subscriber's forwarder and pushes the
-//! result into that subscriber's queue without waiting. A full queue drops for that
-//! subscriber alone.
+//! Plain Rust with no I/O and no webrtc-rs types (the packet handle `P` and the
+//! subscriber's sink `S` are generic), so the whole per-packet path is tested here without
+//! a network. The glue holds it behind a mutex that is never held across an await: per
+//! packet it unwraps, caches and checks availability once, then asks each subscriber's
+//! forwarder and lists what to send where. Sending happens after the lock is released.
 
 use std::time::{Duration, Instant};
-
-use tokio::sync::mpsc;
 
 use crate::ids::ParticipantId;
 use crate::media::cache::PacketCache;
@@ -56,13 +53,17 @@ struct LayerRx<P> {
     cache: PacketCache<Cached<P>>,
 }
 
-struct Subscription<P> {
+struct Subscription<S> {
     subscriber: ParticipantId,
     forwarder: Forwarder,
     /// What the subscriber wants; the forwarder gets it unless the track is muted.
     wanted: Option<Layer>,
-    queue: mpsc::Sender<Outgoing<P>>,
+    /// Where its packets go; handed back with each delivery.
+    sink: S,
 }
+
+/// One packet for one subscriber's sink.
+pub type Delivery<P, S> = (S, Outgoing<P>);
 
 /// What one packet led to, for counters and keyframe requests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +71,6 @@ pub struct PacketOutcome {
     /// Already received (an upstream retransmission of a packet we have).
     pub duplicate: bool,
     pub forwarded: u32,
-    /// Forwarded, but the subscriber's queue was full.
-    pub queue_full: u32,
     /// Drops by the forwarders' reasons, indexed like [`DROP_REASONS`].
     pub dropped: [u32; DROP_REASONS.len()],
     /// Layers whose keyframe some subscriber needs.
@@ -94,16 +93,16 @@ fn reason_index(reason: DropReason) -> usize {
         .expect("every reason is listed")
 }
 
-pub struct TrackCore<P> {
+pub struct TrackCore<P, S> {
     clock_rate: u32,
     layers: [LayerRx<P>; MAX_LAYERS],
     monitor: LayerMonitor,
-    subscriptions: Vec<Subscription<P>>,
+    subscriptions: Vec<Subscription<S>>,
     /// A muted track forwards nothing; unmuting resumes each subscriber at a keyframe.
     muted: bool,
 }
 
-impl<P: Clone> TrackCore<P> {
+impl<P: Clone, S: Clone> TrackCore<P, S> {
     /// `cache_packets` per layer answer NACKs; a layer silent for `layer_timeout` counts
     /// as stopped.
     pub fn new(clock_rate: u32, cache_packets: usize, layer_timeout: Duration) -> Self {
@@ -135,19 +134,14 @@ impl<P: Clone> TrackCore<P> {
 
     /// Starts forwarding to `subscriber` (replacing an earlier subscription of it),
     /// wanting at most `desired` (`None`: nothing yet).
-    pub fn subscribe(
-        &mut self,
-        subscriber: ParticipantId,
-        queue: mpsc::Sender<Outgoing<P>>,
-        desired: Option<Layer>,
-    ) {
+    pub fn subscribe(&mut self, subscriber: ParticipantId, sink: S, desired: Option<Layer>) {
         self.unsubscribe(&subscriber);
         let forwarded = if self.muted { None } else { desired };
         self.subscriptions.push(Subscription {
             subscriber,
             forwarder: Forwarder::new(self.clock_rate, forwarded),
             wanted: desired,
-            queue,
+            sink,
         });
     }
 
@@ -204,14 +198,18 @@ impl<P: Clone> TrackCore<P> {
         self.monitor.bitrate_bps(layer)
     }
 
-    fn subscription(&mut self, subscriber: &ParticipantId) -> Option<&mut Subscription<P>> {
+    fn subscription(&mut self, subscriber: &ParticipantId) -> Option<&mut Subscription<S>> {
         self.subscriptions
             .iter_mut()
             .find(|s| &s.subscriber == subscriber)
     }
 
-    /// Routes one received packet to every subscriber.
-    pub fn on_packet(&mut self, incoming: Incoming<P>) -> PacketOutcome {
+    /// Routes one received packet: appends to `deliveries` what each subscriber gets.
+    pub fn on_packet(
+        &mut self,
+        incoming: Incoming<P>,
+        deliveries: &mut Vec<Delivery<P, S>>,
+    ) -> PacketOutcome {
         let mut outcome = PacketOutcome::default();
         let Some(rx) = self.layers.get_mut(incoming.layer as usize) else {
             return outcome;
@@ -256,11 +254,8 @@ impl<P: Clone> TrackCore<P> {
                         forward,
                         vp8: cached.vp8,
                     };
-                    match s.queue.try_send(out) {
-                        Ok(()) => outcome.forwarded += 1,
-                        Err(mpsc::error::TrySendError::Full(_)) => outcome.queue_full += 1,
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
+                    deliveries.push((s.sink.clone(), out));
+                    outcome.forwarded += 1;
                 }
                 Decision::Drop(reason) => outcome.dropped[reason_index(reason)] += 1,
             }
@@ -269,8 +264,14 @@ impl<P: Clone> TrackCore<P> {
     }
 
     /// Answers `subscriber`'s NACK for output sequence numbers `lost` from the per-layer
-    /// caches, rewritten exactly as first sent. Returns how many were resent.
-    pub fn on_nack(&mut self, subscriber: &ParticipantId, lost: &[u16]) -> usize {
+    /// caches, rewritten exactly as first sent: appends them to `deliveries` and returns
+    /// how many.
+    pub fn on_nack(
+        &mut self,
+        subscriber: &ParticipantId,
+        lost: &[u16],
+        deliveries: &mut Vec<Delivery<P, S>>,
+    ) -> usize {
         let layers = &self.layers;
         let Some(s) = self
             .subscriptions
@@ -302,9 +303,8 @@ impl<P: Clone> TrackCore<P> {
                 forward,
                 vp8: cached.vp8,
             };
-            if s.queue.try_send(out).is_ok() {
-                resent += 1;
-            }
+            deliveries.push((s.sink.clone(), out));
+            resent += 1;
         }
         resent
     }
@@ -328,90 +328,120 @@ mod tests {
         }
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Outgoing<u32>>) -> Vec<Outgoing<u32>> {
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    /// A core whose sinks are names, and what it delivered so far.
+    struct Harness {
+        core: TrackCore<u32, &'static str>,
+        delivered: Vec<Delivery<u32, &'static str>>,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Harness {
+                core: TrackCore::new(90_000, 512, Duration::from_secs(1)),
+                delivered: Vec::new(),
+            }
+        }
+
+        fn subscribe(&mut self, who: &'static str, desired: Option<Layer>) {
+            self.core.subscribe(ParticipantId::new(who), who, desired);
+        }
+
+        fn packet(&mut self, incoming: Incoming<u32>) -> PacketOutcome {
+            self.core.on_packet(incoming, &mut self.delivered)
+        }
+
+        fn nack(&mut self, who: &str, lost: &[u16]) -> usize {
+            self.core
+                .on_nack(&ParticipantId::new(who), lost, &mut self.delivered)
+        }
+
+        /// Takes what was delivered to `who`, in order.
+        fn take(&mut self, who: &str) -> Vec<Outgoing<u32>> {
+            let (mine, rest) = std::mem::take(&mut self.delivered)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(sink, _)| *sink == who);
+            self.delivered = rest;
+            mine.into_iter().map(|(_, out)| out).collect()
+        }
     }
 
     #[test]
-    fn a_stalled_subscriber_loses_only_its_own_packets() {
+    fn every_subscriber_gets_each_packet_once_with_its_own_rewrite() {
         let now = Instant::now();
-        let mut core = TrackCore::new(90_000, 512, Duration::from_secs(1));
-        let (stalled_tx, mut stalled_rx) = mpsc::channel(8);
-        let (healthy_tx, mut healthy_rx) = mpsc::channel(2000);
-        core.subscribe(ParticipantId::new("stalled"), stalled_tx, Some(0));
-        core.subscribe(ParticipantId::new("healthy"), healthy_tx, Some(0));
-        let mut queue_full = 0;
-        for seq in 0..1000u16 {
-            let outcome = core.on_packet(incoming(0, seq, seq == 0, now));
-            queue_full += outcome.queue_full;
+        let mut h = Harness::new();
+        h.subscribe("early", Some(0));
+        h.packet(incoming(0, 0, true, now));
+        h.packet(incoming(0, 1, false, now));
+        // A late joiner waits for the next keyframe, and its numbering is its own.
+        h.subscribe("late", Some(0));
+        for seq in 2..5u16 {
+            let outcome = h.packet(incoming(0, seq, seq == 3, now));
+            assert_eq!(outcome.forwarded, if seq == 2 { 1 } else { 2 });
         }
-        assert_eq!(queue_full, 1000 - 8, "only the stalled queue overflowed");
-        let healthy: Vec<u32> = drain(&mut healthy_rx).iter().map(|o| o.packet).collect();
+        let early: Vec<u32> = h.take("early").iter().map(|o| o.packet).collect();
+        assert_eq!(early, vec![0, 1, 2, 3, 4], "in order, none twice");
+        let late = h.take("late");
         assert_eq!(
-            healthy,
-            (0..1000).collect::<Vec<_>>(),
-            "the healthy one got everything, in order"
+            late.iter().map(|o| o.packet).collect::<Vec<_>>(),
+            vec![3, 4],
+            "from the keyframe on"
         );
-        assert_eq!(drain(&mut stalled_rx).len(), 8);
+        assert_eq!(late[1].forward.seq, late[0].forward.seq + 1);
+        assert!(h.delivered.is_empty());
     }
 
     #[test]
     fn duplicates_are_forwarded_once() {
         let now = Instant::now();
-        let mut core = TrackCore::new(90_000, 512, Duration::from_secs(1));
-        let (tx, mut rx) = mpsc::channel(100);
-        core.subscribe(ParticipantId::new("a"), tx, Some(0));
-        core.on_packet(incoming(0, 1, true, now));
-        assert!(core.on_packet(incoming(0, 1, true, now)).duplicate);
-        assert_eq!(drain(&mut rx).len(), 1);
+        let mut h = Harness::new();
+        h.subscribe("a", Some(0));
+        h.packet(incoming(0, 1, true, now));
+        assert!(h.packet(incoming(0, 1, true, now)).duplicate);
+        assert_eq!(h.take("a").len(), 1);
     }
 
     #[test]
     fn nack_is_answered_from_the_cache_with_the_same_rewrite() {
         let now = Instant::now();
-        let mut core = TrackCore::new(90_000, 512, Duration::from_secs(1));
-        let (tx, mut rx) = mpsc::channel(100);
-        let who = ParticipantId::new("a");
-        core.subscribe(who.clone(), tx, Some(2));
+        let mut h = Harness::new();
+        h.subscribe("a", Some(2));
         // Layer 2 starts at a keyframe; layer 0 runs alongside and is not forwarded.
         for seq in 65530..=65535u16 {
-            core.on_packet(incoming(2, seq, seq == 65530, now));
-            core.on_packet(incoming(0, seq - 60000, true, now));
+            h.packet(incoming(2, seq, seq == 65530, now));
+            h.packet(incoming(0, seq - 60000, true, now));
         }
-        core.on_packet(incoming(2, 0, false, now)); // wraps
-        let sent = drain(&mut rx);
+        h.packet(incoming(2, 0, false, now)); // wraps
+        let sent = h.take("a");
         assert_eq!(sent.len(), 7);
         let wire = |o: &Outgoing<u32>| o.forward.seq as u16;
         let third = &sent[2];
-        assert_eq!(core.on_nack(&who, &[wire(third), wire(&sent[6])]), 2);
-        let resent = drain(&mut rx);
+        assert_eq!(h.nack("a", &[wire(third), wire(&sent[6])]), 2);
+        let resent = h.take("a");
         assert_eq!(resent[0].packet, third.packet);
         assert_eq!(resent[0].forward, third.forward);
         assert_eq!(resent[1].packet, 0, "across the wrap");
         assert_eq!(
-            core.on_nack(&who, &[wire(&sent[0]).wrapping_sub(1)]),
+            h.nack("a", &[wire(&sent[0]).wrapping_sub(1)]),
             0,
             "before the first: nothing"
         );
-        assert_eq!(core.on_nack(&ParticipantId::new("nobody"), &[1]), 0);
+        assert_eq!(h.nack("nobody", &[1]), 0);
+        assert!(h.delivered.is_empty());
     }
 
     #[test]
     fn subscriptions_follow_their_wishes() {
         let now = Instant::now();
-        let mut core = TrackCore::new(90_000, 512, Duration::from_secs(1));
-        let (low_tx, mut low_rx) = mpsc::channel(100);
-        let (high_tx, mut high_rx) = mpsc::channel(100);
-        let (off_tx, mut off_rx) = mpsc::channel(100);
-        core.subscribe(ParticipantId::new("low"), low_tx, Some(0));
-        core.subscribe(ParticipantId::new("high"), high_tx, Some(2));
-        core.subscribe(ParticipantId::new("off"), off_tx, None);
+        let mut h = Harness::new();
+        h.subscribe("low", Some(0));
+        h.subscribe("high", Some(2));
+        h.subscribe("off", None);
         // All three layers seen once (no keyframe yet), as when subscribing mid-stream:
         // each waiting subscriber asks for a keyframe of its layer.
         let mut requests = Vec::new();
         for layer in 0..3 {
             requests.extend(
-                core.on_packet(incoming(layer, 0, false, now))
+                h.packet(incoming(layer, 0, false, now))
                     .keyframe_requests
                     .iter(),
             );
@@ -423,12 +453,13 @@ mod tests {
         );
         for seq in 1..20u16 {
             for layer in 0..3 {
-                core.on_packet(incoming(layer, seq, seq == 1 || seq == 10, now));
+                h.packet(incoming(layer, seq, seq == 1 || seq == 10, now));
             }
         }
-        assert_eq!(drain(&mut low_rx).len(), 19);
-        assert_eq!(drain(&mut high_rx).len(), 19);
-        assert!(drain(&mut off_rx).is_empty());
+        assert_eq!(h.take("low").len(), 19);
+        assert_eq!(h.take("high").len(), 19);
+        assert!(h.take("off").is_empty());
+        let core = &mut h.core;
         assert!(core.set_desired(&ParticipantId::new("low"), Some(2)));
         assert!(!core.set_desired(&ParticipantId::new("nobody"), Some(2)));
         assert_eq!(core.current_layer(&ParticipantId::new("high")), Some(2));
@@ -441,28 +472,27 @@ mod tests {
     fn muting_pauses_everyone_and_unmuting_resumes_at_a_keyframe_without_a_gap() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
-        let mut core = TrackCore::new(90_000, 512, Duration::from_secs(1));
-        let (tx, mut rx) = mpsc::channel(64);
-        core.subscribe(ParticipantId::new("s"), tx, Some(0));
-        core.on_packet(incoming(0, 1, true, ms(0)));
-        core.on_packet(incoming(0, 2, false, ms(10)));
-        let before: Vec<u64> = drain(&mut rx).iter().map(|o| o.forward.seq).collect();
+        let mut h = Harness::new();
+        h.subscribe("s", Some(0));
+        h.packet(incoming(0, 1, true, ms(0)));
+        h.packet(incoming(0, 2, false, ms(10)));
+        let before: Vec<u64> = h.take("s").iter().map(|o| o.forward.seq).collect();
         assert_eq!(before.len(), 2);
 
-        core.set_muted(true);
-        let outcome = core.on_packet(incoming(0, 3, false, ms(20)));
+        h.core.set_muted(true);
+        let outcome = h.packet(incoming(0, 3, false, ms(20)));
         assert_eq!(outcome.forwarded, 0);
         // Asking for a layer while muted does not unmute.
-        assert!(core.set_desired(&ParticipantId::new("s"), Some(0)));
-        core.on_packet(incoming(0, 4, true, ms(30)));
-        assert!(drain(&mut rx).is_empty());
+        assert!(h.core.set_desired(&ParticipantId::new("s"), Some(0)));
+        h.packet(incoming(0, 4, true, ms(30)));
+        assert!(h.take("s").is_empty());
 
-        core.set_muted(false);
-        core.on_packet(incoming(0, 5, false, ms(40)));
-        assert!(drain(&mut rx).is_empty(), "waits for a keyframe");
-        core.on_packet(incoming(0, 6, true, ms(50)));
-        core.on_packet(incoming(0, 7, false, ms(60)));
-        let after: Vec<u64> = drain(&mut rx).iter().map(|o| o.forward.seq).collect();
+        h.core.set_muted(false);
+        h.packet(incoming(0, 5, false, ms(40)));
+        assert!(h.take("s").is_empty(), "waits for a keyframe");
+        h.packet(incoming(0, 6, true, ms(50)));
+        h.packet(incoming(0, 7, false, ms(60)));
+        let after: Vec<u64> = h.take("s").iter().map(|o| o.forward.seq).collect();
         // Continues right after the last packet sent before the mute: no gap a receiver
         // would count as loss.
         assert_eq!(after, vec![before[1] + 1, before[1] + 2]);

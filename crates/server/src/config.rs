@@ -44,7 +44,6 @@ pub struct RtcConfig {
     pub udp_port: u16,
     pub announce_ips: Vec<IpAddr>,
     pub include_loopback: bool,
-    pub subscriber_queue_packets: usize,
     pub keyframe_request_interval_ms: u64,
     pub nack_buffer_packets: u16,
     pub nack_buffer_max_age_ms: u64,
@@ -241,9 +240,6 @@ impl Config {
         if self.room.max_participants == 0 {
             return invalid("room.max_participants", "must be at least 1");
         }
-        if self.rtc.subscriber_queue_packets == 0 {
-            return invalid("rtc.subscriber_queue_packets", "must be at least 1");
-        }
         if self.rtc.nack_buffer_packets > 32768 {
             return invalid("rtc.nack_buffer_packets", "must be at most 32768");
         }
@@ -328,7 +324,6 @@ impl Config {
             udp_bind: self.udp_bind(),
             announce_ips: self.rtc.announce_ips.clone(),
             include_loopback: self.rtc.include_loopback,
-            subscriber_queue_packets: self.rtc.subscriber_queue_packets,
             keyframe_request_interval: Duration::from_millis(self.rtc.keyframe_request_interval_ms),
             nack_buffer_packets: self.rtc.nack_buffer_packets,
             nack_buffer_max_age: Duration::from_millis(self.rtc.nack_buffer_max_age_ms),

@@ -68,6 +68,13 @@ impl PacketCounter {
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    /// `packets` packets of `bytes` in all, counted with two atomic adds.
+    #[inline]
+    pub fn add_many(&self, packets: u64, bytes: u64) {
+        self.packets.fetch_add(packets, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     pub fn packets(&self) -> u64 {
         self.packets.load(Ordering::Relaxed)
     }
@@ -80,7 +87,7 @@ impl PacketCounter {
 /// Why the router did not forward a packet to a subscriber (or at all).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// The subscriber's queue was full: its connection could not keep up.
+    /// The media socket's send buffer stayed full: the server could not keep up.
     QueueFull,
     /// The subscriber's connection did not send it: closed, not yet negotiated, or its
     /// DTLS/SRTP not up yet.

@@ -11,12 +11,14 @@
 //! - [`layers`]: which simulcast layer a subscriber should receive.
 //! - [`forwarder`]: per subscriber and track, the decision for every packet.
 //! - [`speaker`]: active-speaker detection from the audio-level header extension.
+//! - [`sender_report`]: the counts and timestamp mapping of our Sender Reports.
 
 pub mod cache;
 pub mod codec;
 pub mod forwarder;
 pub mod layers;
 pub mod munger;
+pub mod sender_report;
 pub mod seq;
 pub mod speaker;
 pub mod vp8;

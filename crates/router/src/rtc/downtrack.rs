@@ -1,15 +1,17 @@
-//! One published track as sent to one subscriber: a [`TrackLocal`] of our own (one
-//! binding, the subscriber's SSRC, payload type and header-extension ids), fed through a
-//! bounded queue by the uptrack's forwarding decisions and drained by its own writer task,
-//! so a slow or stalled subscriber delays nobody else.
+//! One published track as sent to one subscriber: a [`TrackLocal`] of our own that learns
+//! the subscriber's SSRC, payload type and header-extension ids when its answer binds it,
+//! and a [`DownSink`] that turns each forwarding decision into that subscriber's packet,
+//! sealed for its connection's [`Egress`]. The uptrack's reader does that inline for every
+//! subscriber and sends them all in batches: nobody waits for anybody else, since a UDP
+//! send does not wait for its receiver.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use bytes::Bytes;
+use rustix::net::SocketAddrAny;
 use tokio::task::JoinHandle;
 use webrtc::rtcp::packet::Packet as RtcpPacket;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -17,18 +19,21 @@ use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndicat
 use webrtc::rtcp::receiver_report::ReceiverReport;
 use webrtc::rtcp::sender_report::SenderReport;
 use webrtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
-use webrtc::rtp::packet::Packet;
+use webrtc::rtp::header::Header;
 use webrtc::rtp_transceiver::rtp_codec::{
     RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType,
 };
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
-use webrtc::track::track_local::{TrackLocal, TrackLocalContext, TrackLocalWriter};
+use webrtc::track::track_local::{TrackLocal, TrackLocalContext};
+use webrtc::util::{Marshal, MarshalSize};
 
-use switchyard_stats::rate::TrackTraffic;
-use switchyard_stats::{DropReason, KeyframeRequest, Live, MediaKind, MediaStats, ReceptionReport};
+use switchyard_stats::quality::ntp_time;
+use switchyard_stats::{KeyframeRequest, Live, LiveGuard, MediaStats, ReceptionReport};
 
+use super::egress::{Accounting, Batch, Egress};
 use super::uptrack::{LayerWish, UpPacket, UpTrack};
 use crate::ids::ParticipantId;
+use crate::media::sender_report::SenderReportState;
 use crate::media::vp8;
 use crate::track::Outgoing;
 
@@ -46,21 +51,14 @@ struct Negotiated {
     audio_level: Option<u8>,
 }
 
-/// Where and how this track's packets go once the subscriber's answer bound it.
-#[derive(Clone)]
-struct Binding {
-    negotiated: Negotiated,
-    writer: Arc<dyn TrackLocalWriter + Send + Sync>,
-}
-
-/// A per-subscriber local track: it writes exactly the packets its forwarder chose,
-/// rewritten, to its one binding.
+/// A per-subscriber local track: webrtc-rs binds it when the subscriber's answer arrives,
+/// and that binding is what its [`DownSink`] writes by.
 pub(crate) struct DownTrackLocal {
     id: String,
     stream_id: String,
     codec: RTCRtpCodecCapability,
-    binding: Mutex<Option<Binding>>,
-    /// Bumped on every bind and unbind, so the writer re-reads `binding` only when it
+    binding: Mutex<Option<Negotiated>>,
+    /// Bumped on every bind and unbind, so the sink re-reads `binding` only when it
     /// changed instead of locking and cloning it for every packet.
     generation: AtomicU64,
 }
@@ -76,12 +74,12 @@ impl DownTrackLocal {
         }
     }
 
-    fn set_binding(&self, binding: Option<Binding>) {
+    fn set_binding(&self, binding: Option<Negotiated>) {
         *self.binding.lock().unwrap_or_else(|e| e.into_inner()) = binding;
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    fn binding(&self) -> Option<Binding> {
+    fn binding(&self) -> Option<Negotiated> {
         self.binding
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -94,7 +92,7 @@ impl DownTrackLocal {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .map(|b| b.negotiated.ssrc)
+            .map(|b| b.ssrc)
     }
 }
 
@@ -146,14 +144,11 @@ impl TrackLocal for DownTrackLocal {
         let mid = extension_id(SDES_MID_URI)
             .zip(t.mid())
             .map(|(id, mid)| (id, Bytes::copy_from_slice(mid.as_bytes())));
-        self.set_binding(Some(Binding {
-            negotiated: Negotiated {
-                ssrc: t.ssrc(),
-                payload_type: codec.payload_type,
-                mid,
-                audio_level: extension_id(AUDIO_LEVEL_URI),
-            },
-            writer: t.write_stream(),
+        self.set_binding(Some(Negotiated {
+            ssrc: t.ssrc(),
+            payload_type: codec.payload_type,
+            mid,
+            audio_level: extension_id(AUDIO_LEVEL_URI),
         }));
         Ok(codec)
     }
@@ -193,50 +188,135 @@ impl TrackLocal for DownTrackLocal {
     }
 }
 
+/// One subscriber's end of one track: what the uptrack's reader hands each forwarded
+/// packet to. It writes the packet as this subscriber knows the track (its SSRC, payload
+/// type, header-extension ids; sequence number and timestamp as the forwarder decided)
+/// and seals it for the subscriber's connection.
+pub(crate) struct DownSink {
+    local: Arc<DownTrackLocal>,
+    egress: Arc<Egress>,
+    clock_rate: u32,
+    state: Mutex<SinkState>,
+    _live: LiveGuard,
+}
+
+struct SinkState {
+    /// The binding as of `seen`; refreshed only when a bind or unbind bumped the generation.
+    seen: u64,
+    negotiated: Option<Negotiated>,
+    /// Reused from packet to packet: its extension list keeps its capacity.
+    header: Header,
+    report: SenderReportState,
+}
+
+impl DownSink {
+    fn new(
+        local: Arc<DownTrackLocal>,
+        egress: Arc<Egress>,
+        clock_rate: u32,
+        stats: &Arc<MediaStats>,
+    ) -> Arc<DownSink> {
+        let sink = Arc::new(DownSink {
+            local,
+            egress,
+            clock_rate,
+            state: Mutex::new(SinkState {
+                seen: u64::MAX,
+                negotiated: None,
+                header: Header::default(),
+                report: SenderReportState::default(),
+            }),
+            _live: stats.live_guard(Live::DownTracks),
+        });
+        sink.egress.register(&sink);
+        sink
+    }
+
+    /// Writes `out` as this subscriber's packet into `buffer`, sealed; returns where it
+    /// goes and its payload size, or `None` if it cannot go yet (the subscriber has not
+    /// answered, or its connection's DTLS is not up).
+    pub(crate) fn seal(
+        &self,
+        out: &Outgoing<Arc<UpPacket>>,
+        buffer: &mut Vec<u8>,
+        now: SystemTime,
+    ) -> Option<(SocketAddrAny, usize)> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = &mut *state;
+        let generation = self.local.generation.load(Ordering::Acquire);
+        if generation != state.seen {
+            state.negotiated = self.local.binding();
+            state.seen = generation;
+        }
+        let negotiated = state.negotiated.as_ref()?;
+        let payload_bytes = write_packet(&mut state.header, out, negotiated, buffer)?;
+        let destination = self.egress.seal(buffer, &state.header)?;
+        state
+            .report
+            .on_sent(state.header.timestamp, payload_bytes, now);
+        Some((destination, payload_bytes))
+    }
+
+    /// This stream's Sender Report at `now`, once it is bound and has sent something.
+    pub(crate) fn sender_report(&self, now: SystemTime) -> Option<SenderReport> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ssrc = state.negotiated.as_ref()?.ssrc;
+        let fields = state.report.report(self.clock_rate, now)?;
+        Some(SenderReport {
+            ssrc,
+            ntp_time: ntp_time(fields.ntp_time),
+            rtp_time: fields.rtp_time,
+            packet_count: fields.packet_count,
+            octet_count: fields.octet_count,
+            ..Default::default()
+        })
+    }
+}
+
 pub(crate) struct DownTrack {
     pub uptrack: Arc<UpTrack>,
     pub sender: Arc<RTCRtpSender>,
-    /// Handed to the uptrack once the subscriber's answer bound the sender.
-    queue: Option<mpsc::Sender<Outgoing<Arc<UpPacket>>>>,
+    sink: Arc<DownSink>,
+    /// Whether the uptrack forwards to the sink yet (it does once the answer bound it).
+    active: bool,
     /// The subscriber's latest `update_subscription` while not yet active: applied when
     /// forwarding starts, so a tile size sent before the answer is not lost.
     pending_wish: Option<LayerWish>,
-    writer: JoinHandle<()>,
     rtcp_reader: JoinHandle<()>,
 }
 
 impl DownTrack {
     /// Prepares forwarding `uptrack` to `subscriber`: the caller has added `local` to the
-    /// subscriber's connection and got `sender` back. Nothing flows until [`Self::activate`].
+    /// subscriber's connection, whose way out is `egress`, and got `sender` back. Nothing
+    /// flows until [`Self::activate`].
     pub fn start(
         uptrack: Arc<UpTrack>,
         subscriber: ParticipantId,
         local: Arc<DownTrackLocal>,
         sender: Arc<RTCRtpSender>,
-        queue_packets: usize,
+        egress: Arc<Egress>,
         stats: Arc<MediaStats>,
     ) -> DownTrack {
-        let (tx, rx) = mpsc::channel(queue_packets.max(1));
-        let writer = tokio::spawn(write_packets(
+        let sink = DownSink::new(
             local.clone(),
-            rx,
-            uptrack.media_kind(),
-            stats.clone(),
-            uptrack.traffic.clone(),
-        ));
+            egress.clone(),
+            uptrack.codec.clock_rate,
+            &stats,
+        );
         let rtcp_reader = tokio::spawn(read_subscriber_rtcp(
             sender.clone(),
             local,
             Arc::downgrade(&uptrack),
             subscriber.clone(),
+            Batch::new(egress.socket().clone()),
             stats,
         ));
         DownTrack {
             uptrack,
             sender,
-            queue: Some(tx),
+            sink,
+            active: false,
             pending_wish: None,
-            writer,
             rtcp_reader,
         }
     }
@@ -244,16 +324,18 @@ impl DownTrack {
     /// The subscriber's answer bound the sender: start forwarding. The forwarder begins
     /// at a keyframe, and asks the publisher for one, so what flows first is decodable.
     pub fn activate(&mut self, subscriber: &ParticipantId) {
-        if let Some(queue) = self.queue.take() {
+        if !self.active {
+            self.active = true;
             let wish = self.pending_wish.take();
-            self.uptrack.subscribe(subscriber.clone(), queue, wish);
+            self.uptrack
+                .subscribe(subscriber.clone(), self.sink.clone(), wish);
         }
     }
 
     /// The subscriber's `update_subscription`: applied now if forwarding has started,
     /// else kept for [`Self::activate`].
     pub fn update(&mut self, subscriber: &ParticipantId, wish: LayerWish) {
-        if self.queue.is_some() {
+        if !self.active {
             self.pending_wish = Some(wish);
         } else {
             // Active means subscribed; the uptrack only says no for an unknown subscriber.
@@ -263,63 +345,58 @@ impl DownTrack {
 
     pub fn stop(self, subscriber: &ParticipantId) {
         self.uptrack.unsubscribe(subscriber);
-        self.writer.abort();
         self.rtcp_reader.abort();
     }
 }
 
-async fn write_packets(
-    local: Arc<DownTrackLocal>,
-    mut rx: mpsc::Receiver<Outgoing<Arc<UpPacket>>>,
-    kind: MediaKind,
-    stats: Arc<MediaStats>,
-    traffic: Arc<TrackTraffic>,
-) {
-    // Counted while the writer task exists (aborting it drops the guard).
-    let _live = stats.live_guard(Live::DownTracks);
-    let mut rewriter = Rewriter::default();
-    // The binding as of `seen`; refreshed only when a bind or unbind bumped the generation.
-    let mut seen = u64::MAX;
-    let mut current: Option<Binding> = None;
-    while let Some(out) = rx.recv().await {
-        let generation = local.generation.load(Ordering::Acquire);
-        if generation != seen {
-            current = local.binding();
-            seen = generation;
-        }
-        let Some(binding) = &current else {
-            // Not bound yet (the subscriber has not answered): nowhere to send it.
-            stats.dropped.add(DropReason::WriteFailed);
-            continue;
-        };
-        let packet = rewriter.rewrite(&out, &binding.negotiated);
-        let bytes = packet.payload.len();
-        let written = binding.writer.write_rtp(packet).await;
-        rewriter.release();
-        match written {
-            // webrtc-rs answers Ok(0) for a packet it did not send: the sender is paused,
-            // or the connection's DTLS/SRTP is not up yet. Counting those as forwarded
-            // would report media the subscriber never got.
-            Ok(0) | Err(_) => stats.dropped.add(DropReason::WriteFailed),
-            Ok(_) => {
-                stats.forwarded[kind].add(bytes);
-                traffic.add_sent(bytes);
-                stats
-                    .quality
-                    .observe_forwarding_latency(kind, out.packet.received_at.elapsed());
-            }
-        }
+/// Writes the packet `out` as the subscriber negotiated it (`to`) into `buffer`, reusing
+/// `header`: RTP header with the subscriber's ids, then the payload, its VP8 descriptor
+/// rewritten in place. Returns the payload size, `None` if the header cannot be written.
+fn write_packet(
+    header: &mut Header,
+    out: &Outgoing<Arc<UpPacket>>,
+    to: &Negotiated,
+    buffer: &mut Vec<u8>,
+) -> Option<usize> {
+    let source = &out.packet.rtp;
+    header.version = 2;
+    // webrtc-rs took any padding off the payload when it parsed the packet.
+    header.padding = false;
+    header.marker = source.header.marker;
+    header.payload_type = to.payload_type;
+    header.sequence_number = out.forward.seq as u16;
+    header.timestamp = out.forward.ts as u32;
+    header.ssrc = to.ssrc;
+    // Almost always both empty: skip the slice comparison, a libc call per copy.
+    if !(header.csrc.is_empty() && source.header.csrc.is_empty()) {
+        header.csrc.clone_from(&source.header.csrc);
     }
-}
-
-/// Turns a forwarded packet into the one this subscriber receives, reusing its buffers
-/// from packet to packet: the header's extension list keeps its capacity, and a VP8
-/// payload whose descriptor must change is copied into a buffer that is reclaimed once
-/// the write is done. In steady state it allocates nothing.
-#[derive(Default)]
-struct Rewriter {
-    packet: Packet,
-    payload: BytesMut,
+    // The subscriber's own extension ids (the publisher's were stripped on receipt).
+    header.extension = false;
+    header.extension_profile = 0;
+    header.extensions.clear();
+    header.extensions_padding = 0;
+    if let Some((id, mid)) = &to.mid {
+        let _ = header.set_extension(*id, mid.clone());
+    }
+    if let (Some(id), Some(level)) = (to.audio_level, out.packet.audio_level) {
+        let byte = &AUDIO_LEVEL_BYTES[level as usize..level as usize + 1];
+        let _ = header.set_extension(id, Bytes::from_static(byte));
+    }
+    let header_len = header.marshal_size();
+    buffer.clear();
+    buffer.resize(header_len, 0);
+    header.marshal_to(&mut buffer[..]).ok()?;
+    buffer.extend_from_slice(&source.payload);
+    if let (Some(rewrite), Some(descriptor)) = (out.forward.vp8, &out.vp8) {
+        vp8::rewrite(
+            &mut buffer[header_len..],
+            descriptor,
+            rewrite.picture_id,
+            rewrite.tl0picidx,
+        );
+    }
+    Some(source.payload.len())
 }
 
 /// RFC 6464 audio-level bytes, so the extension's payload never needs an allocation.
@@ -333,55 +410,6 @@ static AUDIO_LEVEL_BYTES: [u8; 256] = {
     bytes
 };
 
-impl Rewriter {
-    fn rewrite(&mut self, out: &Outgoing<Arc<UpPacket>>, to: &Negotiated) -> &Packet {
-        let source = &out.packet.rtp;
-        let header = &mut self.packet.header;
-        header.version = source.header.version;
-        header.padding = source.header.padding;
-        header.marker = source.header.marker;
-        header.payload_type = to.payload_type;
-        header.sequence_number = out.forward.seq as u16;
-        header.timestamp = out.forward.ts as u32;
-        header.ssrc = to.ssrc;
-        if header.csrc != source.header.csrc {
-            header.csrc.clone_from(&source.header.csrc);
-        }
-        // The subscriber's own extension ids (the publisher's were stripped on receipt).
-        header.extension = false;
-        header.extension_profile = 0;
-        header.extensions.clear();
-        header.extensions_padding = 0;
-        if let Some((id, mid)) = &to.mid {
-            let _ = header.set_extension(*id, mid.clone());
-        }
-        if let (Some(id), Some(level)) = (to.audio_level, out.packet.audio_level) {
-            let byte = &AUDIO_LEVEL_BYTES[level as usize..level as usize + 1];
-            let _ = header.set_extension(id, Bytes::from_static(byte));
-        }
-        self.packet.payload = match (out.forward.vp8, &out.vp8) {
-            (Some(rewrite), Some(descriptor)) => {
-                self.payload.clear();
-                self.payload.extend_from_slice(&source.payload);
-                vp8::rewrite(
-                    &mut self.payload,
-                    descriptor,
-                    rewrite.picture_id,
-                    rewrite.tl0picidx,
-                );
-                self.payload.split().freeze()
-            }
-            _ => source.payload.clone(),
-        };
-        &self.packet
-    }
-
-    /// Drops this packet's payload so the next VP8 rewrite can reclaim its buffer.
-    fn release(&mut self) {
-        self.packet.payload = Bytes::new();
-    }
-}
-
 /// Drains the subscriber's RTCP for this sender: NACKs are answered from the uptrack's
 /// per-layer cache (they never reach the publisher); PLI and FIR become throttled keyframe
 /// requests for the layer this subscriber receives; report blocks feed the reception
@@ -391,15 +419,17 @@ async fn read_subscriber_rtcp(
     local: Arc<DownTrackLocal>,
     uptrack: Weak<UpTrack>,
     subscriber: ParticipantId,
+    mut batch: Batch,
     stats: Arc<MediaStats>,
 ) {
     let mut lost = Vec::new();
+    let mut resends = Vec::new();
     while let Ok((packets, _)) = sender.read_rtcp().await {
         let Some(up) = uptrack.upgrade() else { return };
         // Nothing is sent before the answer binds the track, so nothing before it is
         // feedback about this stream.
         let Some(ssrc) = local.ssrc() else { continue };
-        // The clock webrtc-rs stamps our Sender Reports with, for the RTT.
+        // The clock our Sender Reports are stamped with (egress.rs), for the RTT.
         let arrival = SystemTime::now();
         for packet in &packets {
             match feedback(packet.as_ref(), ssrc) {
@@ -416,7 +446,16 @@ async fn read_subscriber_rtcp(
                     stats
                         .nacked_packets
                         .fetch_add(lost.len() as u64, Ordering::Relaxed);
-                    up.on_nack(&subscriber, &lost);
+                    let resent = up.on_nack(&subscriber, &lost, &mut resends);
+                    stats
+                        .retransmissions_sent
+                        .fetch_add(resent as u64, Ordering::Relaxed);
+                    let to = Accounting {
+                        kind: up.media_kind(),
+                        stats: &stats,
+                        traffic: &up.traffic,
+                    };
+                    batch.send(&mut resends, &to).await;
                 }
                 Some(Feedback::Report(report)) => stats.quality.observe_report(
                     up.media_kind(),
@@ -479,6 +518,7 @@ fn feedback(packet: &(dyn RtcpPacket + Send + Sync), ssrc: u32) -> Option<Feedba
 #[cfg(test)]
 mod tests {
     use super::*;
+    use webrtc::rtp::packet::Packet;
 
     fn codec(mime: &str, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
         RTCRtpCodecParameters {
@@ -539,17 +579,24 @@ mod tests {
         }
     }
 
-    fn on_the_wire(packet: &Packet) -> Packet {
-        use webrtc::util::{Marshal, Unmarshal};
-        let wire = packet.marshal().unwrap();
-        Packet::unmarshal(&mut &wire[..]).unwrap()
+    /// Writes `out` for `to` with a reused header and buffer, and parses what was written.
+    fn on_the_wire(
+        header: &mut Header,
+        buffer: &mut Vec<u8>,
+        out: &Outgoing<Arc<UpPacket>>,
+        to: &Negotiated,
+    ) -> Packet {
+        use webrtc::util::Unmarshal;
+        let payload_bytes = write_packet(header, out, to, buffer).unwrap();
+        assert_eq!(payload_bytes, out.packet.rtp.payload.len());
+        Packet::unmarshal(&mut &buffer[..]).unwrap()
     }
 
     #[test]
     fn audio_gets_the_subscribers_ids_and_keeps_its_level() {
-        let mut rewriter = Rewriter::default();
+        let (mut header, mut buffer) = (Header::default(), Vec::new());
         let out = outgoing(&[1, 2, 3], Some(0x80 | 30), false);
-        let sent = on_the_wire(rewriter.rewrite(&out, &negotiated(Some(5))));
+        let sent = on_the_wire(&mut header, &mut buffer, &out, &negotiated(Some(5)));
         assert_eq!(sent.header.sequence_number, 5, "truncated extended seq");
         assert_eq!(sent.header.timestamp, 7, "truncated extended timestamp");
         assert_eq!(sent.header.ssrc, 42);
@@ -563,21 +610,21 @@ mod tests {
         assert_eq!(&sent.payload[..], &[1, 2, 3]);
 
         // A subscriber that did not negotiate audio levels gets none; nothing stale stays.
-        rewriter.release();
-        let sent = on_the_wire(rewriter.rewrite(&out, &negotiated(None)));
+        let sent = on_the_wire(&mut header, &mut buffer, &out, &negotiated(None));
         assert_eq!(sent.header.extensions.len(), 1);
         assert_eq!(sent.header.get_extension(5), None);
+        assert_eq!(&sent.payload[..], &[1, 2, 3]);
     }
 
     #[test]
-    fn vp8_descriptor_is_rewritten_in_a_reused_buffer() {
+    fn vp8_descriptor_is_rewritten_in_the_output_buffer_only() {
         // X=1, S=1; I=1; 15-bit PictureID 0x0102; then payload bytes.
         static PAYLOAD: [u8; 8] = [0x90, 0x80, 0x81, 0x02, 0xAA, 0xBB, 0xCC, 0xDD];
         let out = outgoing(&PAYLOAD, None, true);
-        let mut rewriter = Rewriter::default();
-        let first = rewriter.rewrite(&out, &negotiated(None)).payload.clone();
+        let (mut header, mut buffer) = (Header::default(), Vec::with_capacity(1500));
+        let sent = on_the_wire(&mut header, &mut buffer, &out, &negotiated(None));
         assert_eq!(
-            &first[..],
+            &sent.payload[..],
             &[0x90, 0x80, 0x80 | 0x12, 0x34, 0xAA, 0xBB, 0xCC, 0xDD]
         );
         assert_eq!(
@@ -585,14 +632,25 @@ mod tests {
             &PAYLOAD,
             "the shared packet is untouched"
         );
-        let first_ptr = first.as_ptr();
-        drop(first);
-        rewriter.release();
-        let second = rewriter.rewrite(&out, &negotiated(None)).payload.as_ptr();
+        let first_ptr = buffer.as_ptr();
+        on_the_wire(&mut header, &mut buffer, &out, &negotiated(None));
         assert_eq!(
-            second, first_ptr,
-            "the buffer is reclaimed, not reallocated"
+            buffer.as_ptr(),
+            first_ptr,
+            "the buffer is reused, not reallocated"
         );
+    }
+
+    /// A publisher's padded packet (webrtc-rs strips the padding when it parses) goes out
+    /// without the padding bit, or the receiver would cut the payload's last bytes.
+    #[test]
+    fn padding_bit_is_not_forwarded() {
+        let mut out = outgoing(&[1, 2, 3, 4, 5], None, false);
+        Arc::get_mut(&mut out.packet).unwrap().rtp.header.padding = true;
+        let (mut header, mut buffer) = (Header::default(), Vec::new());
+        let sent = on_the_wire(&mut header, &mut buffer, &out, &negotiated(None));
+        assert!(!sent.header.padding);
+        assert_eq!(&sent.payload[..], &[1, 2, 3, 4, 5]);
     }
 
     /// A compound packet as Chrome sends it reaches every sender it names: each takes

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use webrtc::api::interceptor_registry::{configure_rtcp_reports, configure_twcc_receiver_only};
+use webrtc::api::interceptor_registry::configure_twcc_receiver_only;
 use webrtc::api::media_engine::{
     MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
@@ -18,6 +18,7 @@ use webrtc::ice::udp_network::UDPNetwork;
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
 use webrtc::interceptor::nack::generator::Generator;
 use webrtc::interceptor::registry::Registry;
+use webrtc::interceptor::report::receiver::ReceiverReport;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_codec::{
@@ -25,6 +26,7 @@ use webrtc::rtp_transceiver::rtp_codec::{
 };
 use webrtc::rtp_transceiver::RTCPFeedback;
 
+use super::egress::MediaSocket;
 use crate::error::Result;
 
 /// Media settings the server's config provides.
@@ -36,8 +38,6 @@ pub struct RtcSettings {
     pub announce_ips: Vec<IpAddr>,
     /// Announce loopback addresses too (needed when clients run on this host).
     pub include_loopback: bool,
-    /// Packets queued per subscriber and track before the oldest are dropped.
-    pub subscriber_queue_packets: usize,
     /// Minimum time between two keyframe requests sent to one publisher's track.
     pub keyframe_request_interval: Duration,
     /// Packets kept per published layer to answer subscribers' NACKs (rounded up to a
@@ -57,7 +57,6 @@ impl Default for RtcSettings {
             udp_bind: SocketAddr::from(([0, 0, 0, 0], 7882)),
             announce_ips: Vec::new(),
             include_loopback: true,
-            subscriber_queue_packets: 256,
             keyframe_request_interval: Duration::from_millis(500),
             nack_buffer_packets: 1024,
             nack_buffer_max_age: Duration::from_secs(2),
@@ -70,6 +69,8 @@ impl Default for RtcSettings {
 pub struct RtcEngine {
     api: API,
     udp_mux: Arc<UDPMuxDefault>,
+    /// The mux's socket again, for forwarded media (see egress.rs).
+    media_socket: Arc<MediaSocket>,
     udp_addr: SocketAddr,
     settings: RtcSettings,
 }
@@ -167,15 +168,17 @@ fn media_engine() -> Result<MediaEngine> {
     Ok(m)
 }
 
-/// NACK generation towards publishers, RTCP reports, and TWCC feedback to publishers.
-/// Built by hand rather than `register_default_interceptors`: subscribers' NACKs are
-/// answered by the router from one cache per published layer, so webrtc-rs's responder
-/// (a buffer of 8192 packets per outgoing stream, about 10 MB of video for every
-/// subscriber) is left out.
+/// NACK generation, Receiver Reports and TWCC feedback towards publishers. Built by hand
+/// rather than `register_default_interceptors`: subscribers' NACKs are answered by the
+/// router from one cache per published layer, so webrtc-rs's responder (a buffer of 8192
+/// packets per outgoing stream, about 10 MB of video for every subscriber) is left out;
+/// and forwarded packets bypass the interceptors (egress.rs), which send their own Sender
+/// Reports, so webrtc-rs's Sender Report interceptor, which would see none of them and
+/// report nonsense timestamps, is left out too.
 fn interceptors(media: &mut MediaEngine) -> Result<Registry> {
     let mut registry = Registry::new();
     registry.add(Box::new(Generator::builder()));
-    registry = configure_rtcp_reports(registry);
+    registry.add(Box::new(ReceiverReport::builder()));
     registry = configure_twcc_receiver_only(registry, media)?;
     Ok(registry)
 }
@@ -217,6 +220,13 @@ impl RtcEngine {
     pub async fn bind(settings: RtcSettings) -> Result<Self> {
         let socket = bind_media_socket(settings.udp_bind, settings.udp_buffer_bytes)?;
         let udp_addr = socket.local_addr()?;
+        // A second descriptor of the same socket: forwarded media is written through it
+        // (egress.rs) while the mux keeps reading and answering ICE and DTLS on the first.
+        let socket = socket.into_std()?;
+        let media_socket = Arc::new(MediaSocket::new(tokio::net::UdpSocket::from_std(
+            socket.try_clone()?,
+        )?));
+        let socket = tokio::net::UdpSocket::from_std(socket)?;
         let udp_mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
 
         let mut setting_engine = SettingEngine::default();
@@ -256,6 +266,7 @@ impl RtcEngine {
         Ok(RtcEngine {
             api,
             udp_mux,
+            media_socket,
             udp_addr,
             settings,
         })
@@ -268,6 +279,10 @@ impl RtcEngine {
 
     pub fn settings(&self) -> &RtcSettings {
         &self.settings
+    }
+
+    pub(crate) fn media_socket(&self) -> Arc<MediaSocket> {
+        self.media_socket.clone()
     }
 
     pub(crate) async fn new_peer_connection(&self) -> Result<Arc<RTCPeerConnection>> {

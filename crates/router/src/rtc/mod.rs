@@ -4,6 +4,7 @@
 //! only this module.
 
 pub(crate) mod downtrack;
+pub(crate) mod egress;
 pub mod engine;
 pub(crate) mod participant;
 pub mod uptrack;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
@@ -26,6 +27,7 @@ use switchyard_signal::{
 use switchyard_stats::{Live, LiveGuard, MediaStats};
 
 use super::downtrack::{DownTrack, DownTrackLocal};
+use super::egress::Egress;
 use super::engine::RtcEngine;
 use super::uptrack::{LayerWish, Speakers, UpTrack, UpTrackConfig};
 use crate::error::{Result, RouterError};
@@ -133,6 +135,10 @@ struct Participant {
     /// a second connection (its ICE agent, DTLS and SRTP state, and tasks).
     publisher: Option<Arc<RTCPeerConnection>>,
     subscriber: Arc<RTCPeerConnection>,
+    /// How forwarded media leaves for the subscriber connection, and the task that sets
+    /// it up and sends its Sender Reports.
+    egress: Arc<Egress>,
+    egress_task: JoinHandle<()>,
     /// Where the publisher connection reports its tracks, once it exists.
     events: mpsc::UnboundedSender<PeerEvent>,
     publisher_sdp_sent: Arc<AtomicBool>,
@@ -168,6 +174,12 @@ impl Participant {
             Ok(pc) => pc,
             Err(e) => return Err((e, ctx.room.clone(), ctx.id.clone())),
         };
+        let egress = Egress::new(ctx.engine.media_socket());
+        let egress_task = tokio::spawn(
+            egress
+                .clone()
+                .run(Arc::downgrade(&subscriber), subscriber.sctp().transport()),
+        );
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let publisher_sdp_sent = Arc::new(AtomicBool::new(false));
         let subscriber_sdp_sent = Arc::new(AtomicBool::new(false));
@@ -183,6 +195,8 @@ impl Participant {
             Participant {
                 publisher: None,
                 subscriber,
+                egress,
+                egress_task,
                 events: events_tx,
                 publisher_sdp_sent,
                 subscriber_sdp_sent,
@@ -456,6 +470,7 @@ impl Participant {
                 keyframe_interval: settings.keyframe_request_interval,
                 speakers: Some(self.ctx.speakers.clone()),
                 stats: self.ctx.stats.clone(),
+                socket: self.ctx.engine.media_socket(),
             },
         );
         uptrack.add_layer(remote, layer, audio_level_ext, on_end);
@@ -512,7 +527,7 @@ impl Participant {
             self.ctx.id.clone(),
             local,
             sender,
-            self.ctx.engine.settings().subscriber_queue_packets,
+            self.egress.clone(),
             self.ctx.stats.clone(),
         );
         self.activate_after_next_offer.push(uptrack.id.clone());
@@ -556,6 +571,7 @@ impl Participant {
         for (_, downtrack) in self.downtracks.drain() {
             downtrack.stop(&self.ctx.id);
         }
+        self.egress_task.abort();
         for pc in self.publisher.iter().chain([&self.subscriber]) {
             if let Err(e) = pc.close().await {
                 tracing::debug!(error = %e, "closing peer connection");

@@ -3,8 +3,9 @@
 //!
 //! Per packet, work shared by all subscribers happens once here (parsing, keyframe
 //! detection, the audio level, stripping the publisher's header-extension ids); per
-//! subscriber it is the forwarder's decision and a non-blocking queue push. The core's
-//! mutex is held only for that synchronous step, never across an await.
+//! subscriber it is the forwarder's decision, then writing and sealing that subscriber's
+//! copy, and all copies go out in batched sends. The core's mutex is held only for the
+//! decisions, never across an await and never while sealing or sending.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -22,13 +23,15 @@ use switchyard_signal::{LayerInfo, Quality, TrackKind};
 use switchyard_stats::rate::TrackTraffic;
 use switchyard_stats::{DropReason, KeyframeRequest, Live, LiveGuard, MediaKind, MediaStats};
 
+use super::downtrack::DownSink;
+use super::egress::{Accounting, Batch, CopyOf, MediaSocket};
 use crate::ids::{ParticipantId, TrackId};
 use crate::keyframe::{KeyframeDecision, KeyframeThrottle};
 use crate::media::codec::{is_keyframe_start, Codec};
 use crate::media::layers::{Layer, MAX_LAYERS};
 use crate::media::speaker::{parse_audio_level, ActiveSpeakerDetector};
 use crate::media::vp8;
-use crate::track::{Incoming, Outgoing, TrackCore, DROP_REASONS};
+use crate::track::{Incoming, TrackCore, DROP_REASONS};
 
 /// A received packet as every subscriber's writer sees it: the publisher's header
 /// extensions stripped (their ids mean nothing to a subscriber) and what of them is
@@ -55,7 +58,9 @@ pub struct UpTrack {
     codec_kind: Codec,
     /// Simulcast layers the publisher declared, lowest first (empty without simulcast).
     pub layers: Vec<LayerInfo>,
-    core: Mutex<TrackCore<Arc<UpPacket>>>,
+    core: Mutex<TrackCore<Arc<UpPacket>, Arc<DownSink>>>,
+    /// Where every subscriber's copies are sent from.
+    socket: Arc<MediaSocket>,
     ssrcs: Arc<[AtomicU32; MAX_LAYERS]>,
     keyframe_requests: Option<mpsc::Sender<Layer>>,
     muted: AtomicBool,
@@ -76,6 +81,7 @@ pub(crate) struct UpTrackConfig {
     /// The room's detector, fed by audio tracks.
     pub speakers: Option<Speakers>,
     pub stats: Arc<MediaStats>,
+    pub socket: Arc<MediaSocket>,
 }
 
 impl UpTrack {
@@ -95,6 +101,7 @@ impl UpTrack {
             keyframe_interval,
             speakers,
             stats,
+            socket,
         } = config;
         let codec = first.codec().capability;
         let codec_kind = Codec::from_mime(&codec.mime_type);
@@ -124,6 +131,7 @@ impl UpTrack {
                 TrackCore::new(codec.clock_rate, cache_packets, LAYER_TIMEOUT)
                     .with_cache_max_age(cache_max_age),
             ),
+            socket,
             codec,
             codec_kind,
             layers,
@@ -158,12 +166,15 @@ impl UpTrack {
         });
     }
 
-    fn core(&self) -> MutexGuard<'_, TrackCore<Arc<UpPacket>>> {
+    fn core(&self) -> MutexGuard<'_, TrackCore<Arc<UpPacket>, Arc<DownSink>>> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn read_loop(&self, remote: Arc<TrackRemote>, layer: Layer, audio_level_ext: Option<u8>) {
         let mut buf = vec![0u8; 1500];
+        let mut copies: Vec<CopyOf> = Vec::new();
+        let mut batch = Batch::new(self.socket.clone());
+        let kind = self.media_kind();
         loop {
             let mut packet = match remote.read(&mut buf).await {
                 Ok((packet, _)) => packet,
@@ -232,14 +243,11 @@ impl UpTrack {
                 if let Some((w, h)) = dimensions {
                     core.set_dimensions(layer, w, h);
                 }
-                core.on_packet(incoming)
+                core.on_packet(incoming, &mut copies)
             };
             if outcome.duplicate {
                 self.stats.dropped.add(DropReason::Duplicate);
             }
-            self.stats
-                .dropped
-                .add_n(DropReason::QueueFull, outcome.queue_full as u64);
             for (reason, count) in DROP_REASONS.iter().zip(outcome.dropped) {
                 self.stats
                     .dropped
@@ -251,6 +259,12 @@ impl UpTrack {
                     let _ = tx.try_send(layer);
                 }
             }
+            let to = Accounting {
+                kind,
+                stats: &self.stats,
+                traffic: &self.traffic,
+            };
+            batch.send(&mut copies, &to).await;
         }
     }
 
@@ -259,7 +273,7 @@ impl UpTrack {
     pub(crate) fn subscribe(
         &self,
         subscriber: ParticipantId,
-        queue: mpsc::Sender<Outgoing<Arc<UpPacket>>>,
+        sink: Arc<DownSink>,
         wish: Option<LayerWish>,
     ) {
         let mut core = self.core();
@@ -267,7 +281,7 @@ impl UpTrack {
             Some(wish) => desired_layer(&core, wish),
             None => Some((MAX_LAYERS - 1) as Layer),
         };
-        core.subscribe(subscriber, queue, desired);
+        core.subscribe(subscriber, sink, desired);
     }
 
     pub(crate) fn unsubscribe(&self, subscriber: &ParticipantId) {
@@ -285,12 +299,15 @@ impl UpTrack {
         core.set_desired(subscriber, desired)
     }
 
-    /// A subscriber NACKed these output sequence numbers: resend from the cache.
-    pub(crate) fn on_nack(&self, subscriber: &ParticipantId, lost: &[u16]) {
-        let resent = self.core().on_nack(subscriber, lost);
-        self.stats
-            .retransmissions_sent
-            .fetch_add(resent as u64, Ordering::Relaxed);
+    /// A subscriber NACKed these output sequence numbers: appends what the cache still
+    /// has to `resends`, rewritten as first sent, and returns how many.
+    pub(crate) fn on_nack(
+        &self,
+        subscriber: &ParticipantId,
+        lost: &[u16],
+        resends: &mut Vec<CopyOf>,
+    ) -> usize {
+        self.core().on_nack(subscriber, lost, resends)
     }
 
     /// A subscriber's PLI/FIR: ask the publisher for a keyframe of the layer it receives.
@@ -342,7 +359,7 @@ pub(crate) enum LayerWish {
 }
 
 /// The layer a wish stands for (`None`: forward nothing).
-fn desired_layer<P: Clone>(core: &TrackCore<P>, wish: LayerWish) -> Option<Layer> {
+fn desired_layer<P: Clone, S: Clone>(core: &TrackCore<P, S>, wish: LayerWish) -> Option<Layer> {
     match wish {
         LayerWish::Quality(Quality::Low) => Some(0),
         LayerWish::Quality(Quality::Medium) => Some(1),

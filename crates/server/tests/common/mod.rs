@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -29,6 +29,7 @@ use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtcp::sender_report::SenderReport;
 use webrtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
@@ -193,6 +194,9 @@ pub struct TrackSeen {
     pub ssrc: u32,
     pub mime_type: String,
     pub last_seq: u16,
+    /// The newest packet's RTP timestamp, and when it arrived.
+    pub last_ts: u32,
+    pub last_arrival: Option<Instant>,
     seqs: HashSet<u16>,
     /// Packets whose sequence number had already arrived (retransmissions).
     pub duplicates: u64,
@@ -277,6 +281,8 @@ pub struct RtcClient {
     pub received: Received,
     pub seen: Arc<Mutex<HashMap<(String, String), TrackSeen>>>,
     pub feedback: Arc<PublisherFeedback>,
+    /// Sender Reports the server sent, with their arrival (with `read_sender_reports`).
+    pub sender_reports: Arc<Mutex<Vec<(SenderReport, Instant)>>>,
     /// Every server message the signaling task saw after `joined`, in order.
     pub events: Arc<Mutex<Vec<Value>>>,
     outbound: mpsc::UnboundedSender<Value>,
@@ -348,12 +354,24 @@ impl RtcClient {
         let seen: Arc<Mutex<HashMap<(String, String), TrackSeen>>> = Arc::default();
         let counts = received.clone();
         let seen_by_track = seen.clone();
+        let sender_reports: Arc<Mutex<Vec<(SenderReport, Instant)>>> = Arc::default();
+        let reports = sender_reports.clone();
         subscriber.on_track(Box::new(move |track, receiver, _| {
             let counts = counts.clone();
             let seen = seen_by_track.clone();
             if read_sender_reports {
                 // The report interceptor answers only the Sender Reports it reads.
-                tokio::spawn(async move { while receiver.read_rtcp().await.is_ok() {} });
+                let reports = reports.clone();
+                tokio::spawn(async move {
+                    while let Ok((packets, _)) = receiver.read_rtcp().await {
+                        let arrival = Instant::now();
+                        for packet in packets {
+                            if let Some(sr) = packet.as_any().downcast_ref::<SenderReport>() {
+                                reports.lock().unwrap().push((sr.clone(), arrival));
+                            }
+                        }
+                    }
+                });
             }
             tokio::spawn(async move {
                 let key = (track.stream_id(), track.id());
@@ -365,6 +383,8 @@ impl RtcClient {
                     entry.ssrc = track.ssrc();
                     entry.mime_type = track.codec().capability.mime_type;
                     entry.last_seq = packet.header.sequence_number;
+                    entry.last_ts = packet.header.timestamp;
+                    entry.last_arrival = Some(Instant::now());
                     if !entry.seqs.insert(packet.header.sequence_number) {
                         entry.duplicates += 1;
                     }
@@ -436,6 +456,7 @@ impl RtcClient {
             joined,
             received,
             seen,
+            sender_reports,
             feedback: Arc::default(),
             events,
             outbound,
