@@ -82,6 +82,15 @@ pub fn set_buffers(socket: &UdpSocket, bytes: usize) {
     }
 }
 
+/// Sets Don't Fragment on the forwarder's datagrams, as the server does on its media
+/// socket (see `set_dont_fragment` in the router's engine.rs): without it the kernel draws
+/// an IP ID per datagram from a shared hashed generator, a cost the floor must not carry
+/// when the server does not.
+pub fn set_dont_fragment(socket: &UdpSocket) {
+    use rustix::net::sockopt::{set_ip_mtu_discover, Ipv4PathMtuDiscovery};
+    let _ = set_ip_mtu_discover(socket, Ipv4PathMtuDiscovery::PROBE);
+}
+
 /// What a forwarder did.
 #[derive(Debug, Clone, Default)]
 pub struct ForwardStats {

@@ -104,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             }
             let socket = UdpSocket::bind(listen).with_context(|| format!("binding {listen}"))?;
             floor::set_buffers(&socket, floor::SOCKET_BUFFER);
+            floor::set_dont_fragment(&socket);
             eprintln!(
                 "udp-floor forwarding on {} (pid {})",
                 socket.local_addr()?,
