@@ -68,6 +68,9 @@ pub struct MediaPlan {
     pub video_bps: u64,
     pub simulcast: bool,
     pub audio_only: bool,
+    /// Video is sent at up to this many times its bitrate, as a browser's pacer sends it
+    /// ([`media::BROWSER_PACING`]); 0 writes each frame's packets back to back.
+    pub pacing: f64,
 }
 
 impl MediaPlan {
@@ -483,6 +486,7 @@ async fn publish(ctx: &Ctx<'_>, index: u32, stop: &Stop, conn: &mut Conn) -> any
     if !video.is_empty() {
         conn.tasks.push(tokio::spawn(send_video(
             video,
+            plan.pacing,
             index,
             keyframe_wanted,
             live.clone(),
@@ -594,9 +598,11 @@ struct LayerState {
 }
 
 /// 30 frames a second on every layer until the run ends; a keyframe every 2 s and
-/// whenever the server asks.
+/// whenever the server asks. All layers' packets share one pacer, at `pacing` times
+/// their total bitrate.
 async fn send_video(
     layers: Vec<(VideoLayer, Arc<TrackLocalStaticRTP>)>,
+    pacing: f64,
     publisher: u32,
     keyframe_wanted: Arc<[AtomicBool; 3]>,
     live: Arc<Live>,
@@ -614,6 +620,8 @@ async fn send_video(
             counter: 0,
         })
         .collect();
+    let total_bps = layers.iter().map(|l| l.layer.bitrate_bps).sum();
+    let mut pacer = media::Pacer::new(pacing, total_bps);
     let mut ticker = tokio::time::interval(media::VIDEO_FRAME_INTERVAL);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut payload = Vec::with_capacity(media::MAX_PAYLOAD);
@@ -635,6 +643,13 @@ async fn send_video(
             let frame_bytes = l.sizes.iter().sum();
             let packets = l.sizes.len();
             for (i, &size) in l.sizes.iter().enumerate() {
+                if let Some(pacer) = &mut pacer {
+                    let now = Instant::now();
+                    let at = pacer.send_at(size, now);
+                    if at > now {
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                }
                 let stamp = Stamp {
                     publisher,
                     stream: StreamId::video(index as u8),

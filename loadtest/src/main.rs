@@ -58,6 +58,10 @@ struct Cli {
     /// Publish audio only.
     #[arg(long)]
     audio_only: bool,
+    /// Send video at up to this many times its bitrate, spreading each frame's packets as
+    /// a browser's pacer does (libwebrtc: 2.5); 0 writes each frame back to back.
+    #[arg(long, default_value_t = switchyard_loadtest::media::BROWSER_PACING)]
+    pacing: f64,
     /// How long to measure once everyone has joined, e.g. 30s, 2m.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     duration: Duration,
@@ -185,6 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             video_bps: cli.video_bitrate,
             simulcast: cli.simulcast,
             audio_only: cli.audio_only,
+            pacing: cli.pacing,
         },
         duration: cli.duration,
         ramp: cli.ramp,

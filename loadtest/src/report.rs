@@ -216,6 +216,8 @@ pub struct Report {
     pub video_bitrate_bps: u64,
     pub simulcast: bool,
     pub audio_only: bool,
+    /// Video pacing factor (0: each frame's packets back to back).
+    pub pacing: f64,
     /// First join to last join started, and last join to the end.
     pub ramp_s: f64,
     pub duration_s: f64,
@@ -436,6 +438,7 @@ pub fn build(
         video_bitrate_bps: config.media.video_bps,
         simulcast: config.media.simulcast,
         audio_only: config.media.audio_only,
+        pacing: config.media.pacing,
         ramp_s: ramped.saturating_duration_since(started).as_secs_f64(),
         duration_s: end.saturating_duration_since(ramped).as_secs_f64(),
         participants: Participants {
@@ -693,6 +696,7 @@ mod tests {
                 video_bps: 500_000,
                 simulcast: false,
                 audio_only: false,
+                pacing: crate::media::BROWSER_PACING,
             },
             duration: Duration::from_secs(10),
             ramp: 10.0,

@@ -323,6 +323,7 @@ mod tests {
                 video_bps: 1_000_000,
                 simulcast: false,
                 audio_only: false,
+                pacing: crate::media::BROWSER_PACING,
             },
             duration: Duration::from_secs(1),
             ramp: 10.0,

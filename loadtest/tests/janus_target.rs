@@ -581,6 +581,7 @@ async fn the_generator_runs_a_simulcast_meeting_through_janus() {
             video_bps: 400_000,
             simulcast: true,
             audio_only: false,
+            pacing: switchyard_loadtest::media::BROWSER_PACING,
         },
         duration: Duration::from_secs(4),
         ramp: 20.0,

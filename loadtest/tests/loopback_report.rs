@@ -27,6 +27,7 @@ async fn two_publishers_two_subscribers_on_loopback() {
             video_bps: VIDEO_BPS,
             simulcast: false,
             audio_only: false,
+            pacing: switchyard_loadtest::media::BROWSER_PACING,
         },
         DURATION,
     );

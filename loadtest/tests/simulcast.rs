@@ -35,6 +35,7 @@ async fn receivers_end_on(quality: Option<Quality>, wanted: &str) {
             video_bps: 600_000,
             simulcast: true,
             audio_only: false,
+            pacing: switchyard_loadtest::media::BROWSER_PACING,
         },
         Duration::from_secs(4),
     );
