@@ -404,12 +404,29 @@ def generator_load(r):
 
 
 def capacity(rows):
-    """The largest step a target held (within the loss and latency limits, not
-    generator-bound, pass not false), why its steps ended, and whether that end was the
-    server's limit (False: the generator's, or the steps ran out)."""
+    """The largest step a target held (within the loss and latency limits, pass not
+    false), why its steps ended, and whether that end was the server's limit (False: the
+    generator's, or the steps ran out).
+
+    A step where the generator was busy (90% of its core or more) still counts as held
+    when everything arrived within the limits and the publishers sent their frames on
+    time: a saturated generator can only add loss and latency, never take work off the
+    server. The steps end there all the same (a heavier step measures the generator)."""
     held, ended, limit = None, "not stopped within the steps run", False
     for r in sorted(rows, key=step_of):
         if r["generator_bound"]:
+            on_time = (r.get("generator_late_frames_pct") or 0.0) <= MAX_LATE_FRAMES_PCT
+            if on_time and not over_limits(r):
+                held = step_of(r)
+                server = server_cpu_pct(r)
+                if server is not None and server >= 95.0:
+                    ended = (f"ended there: the generator was at its limit ({generator_load(r)}), "
+                             f"with the server at {fmt(server, 0)}% of its core too: both saturated")
+                    limit = True
+                else:
+                    ended = (f"ended there: the generator was at its limit ({generator_load(r)}), "
+                             f"so the server's limit is above what was measured")
+                break
             server = server_cpu_pct(r)
             if server is not None and server >= 95.0:
                 ended = (f"generator-bound at {step_of(r)} ({generator_load(r)}), with the "
@@ -504,7 +521,10 @@ def render(reports, failures, machine):
         "`server_cpu_span`). Join time is to the first media packet; kbit/s per subscriber "
         "is the median; the generator counts as saturated at 90% of its core or above "
         f"{MAX_LATE_FRAMES_PCT:g}% late frames. Latency in the tables is one-way, generator "
-        "to generator; Switchyard's forwarding latency inside the server (from reading a "
+        "to generator. Publishers pace their video as a browser does (libwebrtc's pacer: up "
+        "to 2.5 times the bitrate, `--pacing`), so a frame's packets arrive spread over "
+        "about 13 ms rather than back to back, for every server alike. "
+        "Switchyard's forwarding latency inside the server (from reading a "
         "packet to writing each copy: `switchyard_forwarding_latency_seconds`) comes from "
         "its /metrics, scraped when everyone has joined and at the end, and is used in the "
         "Targets section.\n")

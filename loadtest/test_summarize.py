@@ -137,12 +137,20 @@ class Summarize(unittest.TestCase):
         ])
         self.assertIn("- Switchyard: held 200 subscribers within the limits; stopped at 400: "
                       "loss 3.50% > 1%.", text)
-        self.assertIn("- Janus: held 100 subscribers", text)
-        self.assertIn("generator-bound at 200", text)
+        # Janus's 200 ran with the generator at its limit, yet all arrived within the
+        # limits: held, and the steps end there.
+        self.assertIn("- Janus: held 200 subscribers within the limits; ended there: the "
+                      "generator was at its limit (generator at 60% of its core), so the "
+                      "server's limit is above what was measured.", text)
         self.assertIn("| 200 | Janus | 201 |", text)
         self.assertIn("**(bound)**", text)
-        # Janus ended on the generator's limit: Switchyard's 200 against Janus's at least 100.
-        self.assertIn("- Capacity Switchyard / Janus ≤ 2.00", text)
+        # Switchyard's 200 against Janus's at least 200.
+        self.assertIn("- Capacity Switchyard / Janus ≤ 1.00", text)
+        # With loss, a generator-bound step is not held: the loss may be the generator's.
+        lossy = self.render([variant("janus", 100, 40.0),
+                             variant("janus", 200, 45.0, loss=2.0, bound=True)])
+        self.assertIn("- Janus: held 100 subscribers within the limits; generator-bound at 200",
+                      lossy)
 
     def test_no_capacity_ratio_when_neither_reached_its_limit(self):
         text = self.render([variant("switchyard", 100, 20.0), variant("janus", 100, 40.0)])
@@ -393,8 +401,13 @@ switchyard_forwarding_latency_seconds_sum{kind="video"} 1
         text = Summarize().render([variant("switchyard", 200, 4.0),
                                    variant("switchyard", 400, 4.0, bound=True)])
         self.assertIn("(the run could not show 500); estimate, not a measurement: the server "
-                      "used 31% of its core at 200, so a full core at about 642 | not measured |",
+                      "used 31% of its core at 400, so a full core at about 1,283 | not measured |",
                       text)
+        # Late frames: the generator did not send the full load, so the step is not held.
+        late = variant("switchyard", 400, 4.0, bound=True)
+        late["generator_late_frames_pct"] = 8.0
+        text = Summarize().render([variant("switchyard", 200, 4.0), late])
+        self.assertIn("held 200; generator-bound at 400", text)
         self.assertIn("worst p99 – ms over 0 steps | not measured |", text)
 
     def test_profiles_are_shown_verbatim(self):
