@@ -648,14 +648,28 @@ def render_targets(reports):
         return "**met**" if ok else "**missed**"
 
     # CPU per forwarded video packet against Janus and the floor, at the steps both ran.
+    floor_at = {step_of(r): r["server_cpu_us_per_packet"] for r in floor_a}
     for other, limit, label in ((janus_a, TARGET_CPU_VS_JANUS, "Janus"),
                                 (floor_a, TARGET_CPU_VS_FLOOR, "the UDP floor")):
         theirs = {step_of(r): r["server_cpu_us_per_packet"] for r in other}
         pairs = [(step_of(r), ratio(r["server_cpu_us_per_packet"], theirs.get(step_of(r))))
                  for r in sw_a if not r["generator_bound"]]
-        ratios = [x for _, x in pairs if x is not None]
+        pairs = [(step, x) for step, x in pairs if x is not None]
+        ratios = [x for _, x in pairs]
         worst = max(ratios) if ratios else None
         by = "" if worst is None or worst <= limit else f"; {fmt(worst / limit, 2)}× the target"
+        missed = [step for step, x in pairs if x > limit]
+        if missed and len(missed) < len(pairs):
+            by += (f"; missed at {', '.join(map(str, missed))}, met at "
+                   f"{', '.join(str(step) for step, x in pairs if x <= limit)}")
+        # Where the target asks for less than the kernel's own cost in the same run, no
+        # server could meet it: say so rather than let it pass unremarked.
+        below_floor = [step for step in missed
+                       if floor_at.get(step) and theirs.get(step)
+                       and limit * theirs[step] < floor_at[step]]
+        if label == "Janus" and below_floor:
+            by += (f"; at {', '.join(map(str, below_floor))}, {limit:g}× Janus's is below the "
+                   f"UDP floor's own CPU per packet, which no server can go under")
         rows.append(f"| CPU per forwarded video packet ≤ {limit:g}× {label}'s (a) "
                     f"| Switchyard / {label.replace('the ', '')} = {span(ratios, 2) or '–'} "
                     f"over {len(ratios)} steps{by} "

@@ -397,6 +397,17 @@ switchyard_forwarding_latency_seconds_sum{kind="video"} 1
                       "1.17× the target; RSS / participants per step: 250–450 KB | **missed** |",
                       targets)
 
+    def test_a_ratio_below_the_floor_is_called_out(self):
+        text = Summarize().render([
+            variant("switchyard", 25, 6.0), variant("switchyard", 200, 3.5),
+            variant("janus", 25, 7.0), variant("janus", 200, 8.0),
+            variant("udp-floor", 25, 3.8), variant("udp-floor", 200, 2.2),
+        ])
+        # 0.86 at 25 (half of Janus's 7.0 is 3.5, below the floor's 3.8), 0.44 at 200.
+        self.assertIn("Switchyard / Janus = 0.44–0.86 over 2 steps; 1.71× the target; missed "
+                      "at 25, met at 200; at 25, 0.5× Janus's is below the UDP floor's own CPU "
+                      "per packet, which no server can go under | **missed** |", text)
+
     def test_capacity_the_generator_could_not_reach_is_not_measured(self):
         text = Summarize().render([variant("switchyard", 200, 4.0),
                                    variant("switchyard", 400, 4.0, bound=True)])
