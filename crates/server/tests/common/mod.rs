@@ -65,45 +65,16 @@ impl TestServerExt for TestServer {
         bearer: Option<&str>,
         body: Option<&str>,
     ) -> (u16, Value) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = TcpStream::connect(self.http).await.expect("HTTP connects");
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.http
-        );
-        if let Some(token) = bearer {
-            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        let mut headers = Vec::new();
+        let authorization = bearer.map(|token| format!("Bearer {token}"));
+        if let Some(value) = &authorization {
+            headers.push(("Authorization", value.as_str()));
         }
         let body = body.unwrap_or("");
         if !body.is_empty() {
-            request.push_str("Content-Type: application/json\r\n");
+            headers.push(("Content-Type", "application/json"));
         }
-        request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("HTTP write");
-        // A server refusing a large body may answer (and close) before reading it all.
-        let _ = stream.write_all(body.as_bytes()).await;
-        let mut response = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-            .await
-            .expect("HTTP response in time");
-        let text = String::from_utf8_lossy(&response);
-        let status: u16 = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-        let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let payload = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(payload)
-        } else {
-            payload.to_owned()
-        };
+        let (status, _, payload) = http_request(self.http, method, path, &headers, body).await;
         let value = if payload.trim().is_empty() {
             Value::Null
         } else {
@@ -713,42 +684,63 @@ pub fn token_with(identity: &str, grant: Grant) -> String {
     )
 }
 
-/// A plain HTTP/1.0 GET (the server closes the connection after the response): status,
-/// headers (names lower-cased) and body.
+/// A GET of `path` with `headers`: the status, the response headers (names lowercased)
+/// and the body.
 pub async fn http_get(
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, HashMap<String, String>, String) {
+    http_request(addr, "GET", path, headers, "").await
+}
+
+/// One HTTP/1.1 request on a fresh connection (closed after the response): the status,
+/// the response headers (names lowercased) and the body, de-chunked.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, HashMap<String, String>, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(addr).await.expect("HTTP connect");
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    let mut stream = TcpStream::connect(addr).await.expect("HTTP connects");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
-    request.push_str("\r\n");
+    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     stream
         .write_all(request.as_bytes())
         .await
-        .expect("HTTP send");
+        .expect("HTTP write");
+    // A server refusing a large body may answer (and close) before reading it all.
+    let _ = stream.write_all(body.as_bytes()).await;
     let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
         .await
-        .expect("HTTP response in time")
-        .expect("HTTP read");
-    let response = String::from_utf8(response).expect("UTF-8 response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP head and body");
+        .expect("HTTP response in time");
+    let text = String::from_utf8_lossy(&response);
+    let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .expect("HTTP status line");
-    let headers = lines
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let headers: HashMap<String, String> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    (status, headers, body.to_owned())
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        dechunk(payload)
+    } else {
+        payload.to_owned()
+    };
+    (status, headers, body)
 }
 
 /// Polls `condition` every 50 ms until it holds, or panics with `what` after `within`.
