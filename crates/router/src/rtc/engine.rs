@@ -26,6 +26,8 @@ use webrtc::rtp_transceiver::rtp_codec::{
 };
 use webrtc::rtp_transceiver::RTCPFeedback;
 
+use switchyard_signal::Target;
+
 use super::egress::MediaSocket;
 use crate::error::Result;
 
@@ -65,9 +67,16 @@ impl Default for RtcSettings {
     }
 }
 
-/// Owns the shared UDP mux and the `API`; cheap to share behind an `Arc`.
+/// Owns the shared UDP mux and the `API`s; cheap to share behind an `Arc`.
 pub struct RtcEngine {
-    api: API,
+    /// For publisher connections: NACKs, Receiver Reports and TWCC towards publishers.
+    publisher_api: API,
+    /// For subscriber connections: no interceptors. Forwarded media bypasses them
+    /// (egress.rs, which also sends the Sender Reports), the subscribers' RTCP is read
+    /// straight from the senders, and no media arrives on these connections; each
+    /// interceptor would only add its timer (the NACK generator ticks every 100 ms) to
+    /// every subscriber connection.
+    subscriber_api: API,
     udp_mux: Arc<UDPMuxDefault>,
     /// The mux's socket again, for forwarded media (see egress.rs).
     media_socket: Arc<MediaSocket>,
@@ -274,13 +283,19 @@ impl RtcEngine {
 
         let mut media = media_engine()?;
         let registry = interceptors(&mut media)?;
-        let api = APIBuilder::new()
+        let publisher_api = APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
+            .with_setting_engine(setting_engine.clone())
+            .build();
+        let subscriber_api = APIBuilder::new()
+            .with_media_engine(media_engine()?)
+            .with_interceptor_registry(Registry::new())
             .with_setting_engine(setting_engine)
             .build();
         Ok(RtcEngine {
-            api,
+            publisher_api,
+            subscriber_api,
             udp_mux,
             media_socket,
             udp_addr,
@@ -301,12 +316,15 @@ impl RtcEngine {
         self.media_socket.clone()
     }
 
-    pub(crate) async fn new_peer_connection(&self) -> Result<Arc<RTCPeerConnection>> {
+    /// A connection for one side of a participant: what it publishes (`Publisher`), or
+    /// what the server forwards to it (`Subscriber`).
+    pub(crate) async fn new_peer_connection(&self, side: Target) -> Result<Arc<RTCPeerConnection>> {
+        let api = match side {
+            Target::Publisher => &self.publisher_api,
+            Target::Subscriber => &self.subscriber_api,
+        };
         // The server never gathers through STUN/TURN: its candidates are its own addresses.
-        let pc = self
-            .api
-            .new_peer_connection(RTCConfiguration::default())
-            .await?;
+        let pc = api.new_peer_connection(RTCConfiguration::default()).await?;
         Ok(Arc::new(pc))
     }
 

@@ -170,7 +170,7 @@ impl Participant {
         (Participant, mpsc::UnboundedReceiver<PeerEvent>),
         (RouterError, RoomTx, ParticipantId),
     > {
-        let subscriber = match ctx.engine.new_peer_connection().await {
+        let subscriber = match ctx.engine.new_peer_connection(Target::Subscriber).await {
             Ok(pc) => pc,
             Err(e) => return Err((e, ctx.room.clone(), ctx.id.clone())),
         };
@@ -310,7 +310,11 @@ impl Participant {
         if let Some(pc) = &self.publisher {
             return Ok(pc.clone());
         }
-        let pc = self.ctx.engine.new_peer_connection().await?;
+        let pc = self
+            .ctx
+            .engine
+            .new_peer_connection(Target::Publisher)
+            .await?;
         let events = self.events.clone();
         // Handlers capture channel senders and ids only, never a connection's Arc: webrtc-rs
         // keeps handlers alive after close, so an Arc here would leak the connection.
