@@ -3,9 +3,9 @@
 //!
 //! Like a browser, each participant has a subscriber connection (the server offers, it
 //! answers) and, if it publishes, a publisher connection (it offers audio and VP8 video,
-//! simulcast or not). Every connection has its own UDP socket with 4 MiB kernel buffers:
-//! the server tells connections apart by the client's address, and at load the kernel's
-//! default buffer drops datagrams, DTLS handshakes included.
+//! simulcast or not). Every connection's ICE agent binds its own UDP socket, as a
+//! browser's does: the server tells connections apart by the client's address (see
+//! `connection_api` for why there is no UDP mux and the buffers are the kernel's).
 //!
 //! Nothing here is shared between participants while media flows: each reader task owns
 //! its measurements, and the live counters are per participant.

@@ -371,7 +371,7 @@ fn write_packet(
     if !(header.csrc.is_empty() && source.header.csrc.is_empty()) {
         header.csrc.clone_from(&source.header.csrc);
     }
-    // The subscriber's own extension ids (the publisher's were stripped on receipt).
+    // Only the subscriber's own extension ids: the publisher's header is never copied.
     header.extension = false;
     header.extension_profile = 0;
     header.extensions.clear();
@@ -639,6 +639,34 @@ mod tests {
             first_ptr,
             "the buffer is reused, not reallocated"
         );
+    }
+
+    /// Chrome's packets carry one-byte extensions with padding: none of them, and none of
+    /// their padding, reaches the subscriber, whose packet carries only its own ids.
+    #[test]
+    fn publishers_extensions_are_not_forwarded() {
+        use webrtc::util::{Marshal, Unmarshal};
+        let mut chrome = Packet::default();
+        chrome.header.version = 2;
+        chrome.header.payload_type = 96;
+        chrome
+            .header
+            .set_extension(3, Bytes::from_static(&[1, 2]))
+            .unwrap();
+        chrome.payload = Bytes::from_static(&[0xAA; 100]);
+        let wire = chrome.marshal().unwrap();
+        let parsed = Packet::unmarshal(&mut &wire[..]).unwrap();
+        assert!(
+            parsed.header.extensions_padding > 0,
+            "the case that broke: padded extensions"
+        );
+        let mut out = outgoing(&[0xAA; 100], None, false);
+        Arc::get_mut(&mut out.packet).unwrap().rtp = parsed;
+        let (mut header, mut buffer) = (Header::default(), Vec::new());
+        let sent = on_the_wire(&mut header, &mut buffer, &out, &negotiated(None));
+        assert_eq!(sent.header.get_extension(3), None);
+        assert_eq!(sent.header.get_extension(1), Some(Bytes::from_static(b"3")));
+        assert_eq!(sent.payload, chrome.payload);
     }
 
     /// A publisher's padded packet (webrtc-rs strips the padding when it parses) goes out

@@ -265,6 +265,9 @@ impl Batch {
     /// Seals and sends every copy in `deliveries` (leaving it empty). A copy whose
     /// subscriber is not ready (not bound, no DTLS yet) is counted as a failed write.
     pub async fn send(&mut self, deliveries: &mut Vec<CopyOf>, to: &Accounting<'_>) {
+        if deliveries.is_empty() {
+            return;
+        }
         let now = SystemTime::now();
         for (sink, out) in deliveries.drain(..) {
             if self.copies.len() == BATCH_MAX {

@@ -2,7 +2,7 @@
 //! feeding the track's [`TrackCore`], which decides for every subscriber.
 //!
 //! Per packet, work shared by all subscribers happens once here (parsing, keyframe
-//! detection, the audio level, stripping the publisher's header-extension ids); per
+//! detection, the audio level); per
 //! subscriber it is the forwarder's decision, then writing and sealing that subscriber's
 //! copy, and all copies go out in batched sends. The core's mutex is held only for the
 //! decisions, never across an await and never while sealing or sending.
@@ -33,9 +33,9 @@ use crate::media::speaker::{parse_audio_level, ActiveSpeakerDetector};
 use crate::media::vp8;
 use crate::track::{Incoming, TrackCore, DROP_REASONS};
 
-/// A received packet as every subscriber's writer sees it: the publisher's header
-/// extensions stripped (their ids mean nothing to a subscriber) and what of them is
-/// forwarded kept aside, for each writer to put back under the subscriber's own ids.
+/// A received packet as every subscriber's sink sees it, with what of its header
+/// extensions is forwarded kept aside: their ids are the publisher's and mean nothing to a
+/// subscriber, so each sink writes a fresh header under the subscriber's own ids.
 pub(crate) struct UpPacket {
     pub rtp: Packet,
     /// The audio-level extension's byte (RFC 6464: V flag and -dBov level), if it came.
@@ -176,7 +176,7 @@ impl UpTrack {
         let mut batch = Batch::new(self.socket.clone());
         let kind = self.media_kind();
         loop {
-            let mut packet = match remote.read(&mut buf).await {
+            let packet = match remote.read(&mut buf).await {
                 Ok((packet, _)) => packet,
                 Err(e) => {
                     tracing::info!(track = %self.id, layer, error = %e, "uptrack ended");
@@ -204,10 +204,6 @@ impl UpTrack {
                     }
                 }
             }
-            // Extension ids are negotiated per connection: the publisher's mean nothing to
-            // a subscriber. The downtrack writes the subscriber's own.
-            strip_header_extensions(&mut packet.header);
-
             let vp8 = match self.codec_kind {
                 Codec::Vp8 => vp8::parse(&packet.payload).ok(),
                 _ => None,
@@ -391,15 +387,6 @@ fn vp8_frame_size(frame: &[u8]) -> Option<(u32, u32)> {
     (width > 0 && height > 0).then_some((width as u32, height as u32))
 }
 
-/// Removes every header extension. The parsed padding must go too: left behind, it would
-/// be marshalled into a header whose length no longer matches, and receivers drop it.
-fn strip_header_extensions(header: &mut webrtc::rtp::header::Header) {
-    header.extension = false;
-    header.extension_profile = 0;
-    header.extensions.clear();
-    header.extensions_padding = 0;
-}
-
 /// Sends throttled PLIs to the publisher, per layer (each layer is its own SSRC).
 async fn request_keyframes(
     pc: Weak<RTCPeerConnection>,
@@ -462,43 +449,7 @@ async fn request_keyframes(
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-    use webrtc::rtp::packet::Packet;
-    use webrtc::util::{Marshal, Unmarshal};
-
-    use super::{strip_header_extensions, vp8_frame_size};
-
-    /// Chrome's packets carry one-byte extensions with padding; after stripping and adding
-    /// the subscriber's own (as the downtrack does), the packet must still parse.
-    #[test]
-    fn stripped_packet_reencodes_cleanly() {
-        let mut original = Packet::default();
-        original.header.version = 2;
-        original.header.payload_type = 96;
-        original.header.sequence_number = 7;
-        original
-            .header
-            .set_extension(3, Bytes::from_static(&[1, 2]))
-            .unwrap();
-        original.payload = Bytes::from_static(&[0xAA; 100]);
-        let wire = original.marshal().unwrap();
-        let mut parsed = Packet::unmarshal(&mut &wire[..]).unwrap();
-        assert!(
-            parsed.header.extensions_padding > 0,
-            "the case that broke: padded extensions"
-        );
-
-        strip_header_extensions(&mut parsed.header);
-        parsed
-            .header
-            .set_extension(1, Bytes::from_static(b"0"))
-            .unwrap();
-        let rewired = parsed.marshal().unwrap();
-        let back = Packet::unmarshal(&mut &rewired[..]).unwrap();
-        assert_eq!(back.payload, original.payload);
-        assert_eq!(back.header.get_extension(1), Some(Bytes::from_static(b"0")));
-        assert_eq!(back.header.get_extension(3), None);
-    }
+    use super::vp8_frame_size;
 
     #[test]
     fn vp8_keyframe_size() {
