@@ -474,11 +474,15 @@ def render(reports, failures, machine):
             if machine.get(key):
                 out.append(f"- {label}: {machine[key]}")
         runs = machine.get("runs") or []
-        if len(runs) > 1:
+        if runs:
+            # The commands that produced these figures, one per invocation (bench.sh records
+            # its steps expanded, so each reruns as written).
+            quick = " --quick" if machine.get("profile") == "quick" else ""
             out.append("- Invocations of bench.sh whose reports are here:")
             for run in runs:
                 out.append(f"  - {run.get('date')} at {run.get('git_commit')}, load average "
-                           f"{run.get('load_average_at_start')}: {run.get('steps')}")
+                           f"{run.get('load_average_at_start')}: "
+                           f"`loadtest/bench.sh{quick} {run.get('steps')}`")
         loads = [machine.get("load_average_at_start")] + [r.get("load_average_at_start")
                                                            for r in runs]
         try:

@@ -92,8 +92,10 @@ class Summarize(unittest.TestCase):
             {"date": "d2", "git_commit": "bbb", "load_average_at_start": "1.70",
              "steps": "janus-c summary"}]}
         text = self.render([example()], machine)
-        self.assertIn("  - d1 at aaa, load average 0.21: floor-a floor-b", text)
-        self.assertIn("  - d2 at bbb, load average 1.70: janus-c summary", text)
+        self.assertIn("  - d1 at aaa, load average 0.21: `loadtest/bench.sh floor-a floor-b`",
+                      text)
+        self.assertIn("  - d2 at bbb, load average 1.70: `loadtest/bench.sh janus-c summary`",
+                      text)
         # The busiest start decides.
         self.assertIn("Other work was running", text)
 
