@@ -34,7 +34,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH));
 
     group.bench_function("steady_state_per_packet", |b| {
-        let mut f = Forwarder::new(90_000, Some(1));
+        let mut f = Forwarder::new(90_000, Some(1), 512);
         let mut seq = 1_000u64;
         f.decide(&meta(1, seq, true));
         b.iter(|| {
@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
     });
 
     group.bench_function("simulcast_mixed_per_packet", |b| {
-        let mut f = Forwarder::new(90_000, Some(1));
+        let mut f = Forwarder::new(90_000, Some(1), 512);
         let mut seqs = [10u64, 1_000, 50_000];
         f.decide(&meta(1, seqs[1], true));
         b.iter(|| {

@@ -13,6 +13,7 @@ use crate::ids::ParticipantId;
 use crate::media::cache::PacketCache;
 use crate::media::forwarder::{Decision, DropReason, Forward, Forwarder, PacketMeta};
 use crate::media::layers::{Layer, LayerMonitor, LayerSet, MAX_LAYERS};
+use crate::media::sent::NotResent;
 use crate::media::seq::{extend_back, SeqUnwrapper, TsUnwrapper};
 use crate::media::vp8::Vp8Descriptor;
 
@@ -43,7 +44,6 @@ pub struct Outgoing<P> {
 #[derive(Clone)]
 struct Cached<P> {
     packet: P,
-    ts: u64,
     vp8: Option<Vp8Descriptor>,
 }
 
@@ -77,6 +77,10 @@ pub struct PacketOutcome {
     pub keyframe_requests: LayerSet,
 }
 
+/// Output packets remembered per subscriber unless [`TrackCore::with_send_history`] says
+/// otherwise: about 2 s of a 2.5 Mbit/s video layer.
+pub const DEFAULT_SEND_HISTORY: usize = 512;
+
 /// Every forwarder drop reason, in the order of [`PacketOutcome::dropped`].
 pub const DROP_REASONS: [DropReason; 5] = [
     DropReason::Paused,
@@ -85,6 +89,29 @@ pub const DROP_REASONS: [DropReason; 5] = [
     DropReason::Padding,
     DropReason::TooLate,
 ];
+
+/// Bounds on what one NACK from a subscriber may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NackLimits {
+    /// Sequence numbers looked at; the rest of the NACK is ignored.
+    pub max_examined: u32,
+    /// Packets resent (what the subscriber's per-second budget has left, at most).
+    pub max_resends: u32,
+    /// A packet resent less than this ago is not resent again: that copy is on its way.
+    pub min_interval: Duration,
+}
+
+/// What one NACK led to, for counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NackOutcome {
+    pub resent: u32,
+    /// Resent less than `min_interval` ago.
+    pub recent: u32,
+    /// Never sent, sent too long ago to be known, or no longer cached.
+    pub unavailable: u32,
+    /// Beyond the limits: not looked at, or over the resend budget.
+    pub over_limit: u32,
+}
 
 fn reason_index(reason: DropReason) -> usize {
     DROP_REASONS
@@ -95,6 +122,8 @@ fn reason_index(reason: DropReason) -> usize {
 
 pub struct TrackCore<P, S> {
     clock_rate: u32,
+    /// Output packets each subscriber's forwarder remembers for resends.
+    send_history: usize,
     layers: [LayerRx<P>; MAX_LAYERS],
     monitor: LayerMonitor,
     subscriptions: Vec<Subscription<S>>,
@@ -108,6 +137,7 @@ impl<P: Clone, S: Clone> TrackCore<P, S> {
     pub fn new(clock_rate: u32, cache_packets: usize, layer_timeout: Duration) -> Self {
         TrackCore {
             clock_rate,
+            send_history: DEFAULT_SEND_HISTORY,
             layers: std::array::from_fn(|_| LayerRx {
                 seq: SeqUnwrapper::new(),
                 ts: TsUnwrapper::new(),
@@ -128,6 +158,13 @@ impl<P: Clone, S: Clone> TrackCore<P, S> {
         self
     }
 
+    /// Each subscriber remembers what it was sent of its last `packets` output sequence
+    /// numbers: NACKs for older ones go unanswered.
+    pub fn with_send_history(mut self, packets: usize) -> Self {
+        self.send_history = packets;
+        self
+    }
+
     pub fn subscriber_count(&self) -> usize {
         self.subscriptions.len()
     }
@@ -139,7 +176,7 @@ impl<P: Clone, S: Clone> TrackCore<P, S> {
         let forwarded = if self.muted { None } else { desired };
         self.subscriptions.push(Subscription {
             subscriber,
-            forwarder: Forwarder::new(self.clock_rate, forwarded),
+            forwarder: Forwarder::new(self.clock_rate, forwarded, self.send_history),
             wanted: desired,
             sink,
         });
@@ -222,7 +259,6 @@ impl<P: Clone, S: Clone> TrackCore<P, S> {
         let ts = rx.ts.unwrap(incoming.ts as u64);
         let cached = Cached {
             packet: incoming.packet,
-            ts,
             vp8: incoming.vp8,
         };
         if !rx.cache.insert(seq, cached.clone(), incoming.now) {
@@ -264,55 +300,74 @@ impl<P: Clone, S: Clone> TrackCore<P, S> {
     }
 
     /// Answers `subscriber`'s NACK for output sequence numbers `lost` from the per-layer
-    /// caches, rewritten exactly as first sent: appends them to `deliveries` and returns
-    /// how many.
+    /// caches, each exactly as first sent, within `limits`: appends the resends to
+    /// `deliveries`.
     pub fn on_nack(
         &mut self,
         subscriber: &ParticipantId,
-        lost: &[u16],
+        lost: impl IntoIterator<Item = u16>,
+        limits: NackLimits,
+        now: Instant,
         deliveries: &mut Vec<Delivery<P, S>>,
-    ) -> usize {
+    ) -> NackOutcome {
+        let mut outcome = NackOutcome::default();
+        let mut lost = lost.into_iter();
         let layers = &self.layers;
         let Some(s) = self
             .subscriptions
             .iter_mut()
             .find(|s| &s.subscriber == subscriber)
         else {
-            return 0;
+            outcome.unavailable = lost.take(limits.max_examined as usize).count() as u32;
+            return outcome;
         };
-        let Some(highest) = s.forwarder.highest_out_seq() else {
-            return 0;
-        };
-        let mut resent = 0;
-        for &wire in lost {
-            let out_seq = extend_back(highest, wire);
-            let Some((layer, in_seq)) = s.forwarder.nacked(out_seq) else {
+        let highest = s.forwarder.highest_out_seq();
+        for wire in lost.by_ref().take(limits.max_examined as usize) {
+            if outcome.resent >= limits.max_resends {
+                outcome.over_limit += 1;
+                continue;
+            }
+            let Some(highest) = highest else {
+                outcome.unavailable += 1;
                 continue;
             };
-            let Some(cached) = layers[layer as usize].cache.get(in_seq) else {
+            let resend =
+                match s
+                    .forwarder
+                    .resend(extend_back(highest, wire), now, limits.min_interval)
+                {
+                    Ok(resend) => resend,
+                    Err(NotResent::Recent) => {
+                        outcome.recent += 1;
+                        continue;
+                    }
+                    Err(NotResent::Unknown) => {
+                        outcome.unavailable += 1;
+                        continue;
+                    }
+                };
+            let Some(cached) = layers[resend.layer as usize].cache.get(resend.in_seq) else {
+                outcome.unavailable += 1;
                 continue;
             };
-            let Some(forward) =
-                s.forwarder
-                    .retransmit(layer, in_seq, cached.ts, cached.vp8.as_ref())
-            else {
-                continue;
-            };
-            let out = Outgoing {
-                packet: cached.packet.clone(),
-                forward,
-                vp8: cached.vp8,
-            };
-            deliveries.push((s.sink.clone(), out));
-            resent += 1;
+            deliveries.push((
+                s.sink.clone(),
+                Outgoing {
+                    packet: cached.packet.clone(),
+                    forward: resend.forward,
+                    vp8: cached.vp8,
+                },
+            ));
+            outcome.resent += 1;
         }
-        resent
+        outcome
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn incoming(layer: Layer, seq: u16, key: bool, now: Instant) -> Incoming<u32> {
         Incoming {
@@ -327,6 +382,12 @@ mod tests {
             now,
         }
     }
+
+    const LIMITS: NackLimits = NackLimits {
+        max_examined: 64,
+        max_resends: 64,
+        min_interval: Duration::from_millis(100),
+    };
 
     /// A core whose sinks are names, and what it delivered so far.
     struct Harness {
@@ -352,7 +413,14 @@ mod tests {
 
         fn nack(&mut self, who: &str, lost: &[u16]) -> usize {
             self.core
-                .on_nack(&ParticipantId::new(who), lost, &mut self.delivered)
+                .on_nack(
+                    &ParticipantId::new(who),
+                    lost.iter().copied(),
+                    LIMITS,
+                    Instant::now(),
+                    &mut self.delivered,
+                )
+                .resent as usize
         }
 
         /// Takes what was delivered to `who`, in order.
@@ -418,7 +486,13 @@ mod tests {
         assert_eq!(h.nack("a", &[wire(third), wire(&sent[6])]), 2);
         let resent = h.take("a");
         assert_eq!(resent[0].packet, third.packet);
-        assert_eq!(resent[0].forward, third.forward);
+        assert_eq!(
+            resent[0].forward,
+            Forward {
+                resend: true,
+                ..third.forward
+            }
+        );
         assert_eq!(resent[1].packet, 0, "across the wrap");
         assert_eq!(
             h.nack("a", &[wire(&sent[0]).wrapping_sub(1)]),
@@ -427,6 +501,217 @@ mod tests {
         );
         assert_eq!(h.nack("nobody", &[1]), 0);
         assert!(h.delivered.is_empty());
+    }
+
+    /// A simulcast VP8 publisher: every layer its own encoder, with its own PictureID and
+    /// TL0PICIDX counters; one packet per picture, a keyframe every 10 pictures.
+    fn vp8_packet(layer: Layer, step: u16, now: Instant) -> Incoming<Arc<Vec<u8>>> {
+        let picture_id = [1000u16, 9000, 20_000][layer as usize] + step;
+        let tl0 = [10u8, 90, 200][layer as usize].wrapping_add(step as u8);
+        let key = step % 10 == layer as u16 * 3;
+        let seq = [100u16, 30_000, 65_000][layer as usize].wrapping_add(step);
+        let mut payload = vec![
+            0x90, // X, S, partition 0
+            0xc0, // I, L
+            0x80 | (picture_id >> 8) as u8,
+            picture_id as u8,
+            tl0,
+            if key { 0x00 } else { 0x01 }, // the VP8 payload header's P bit
+        ];
+        payload.extend(layer.to_be_bytes());
+        payload.extend(step.to_be_bytes());
+        let vp8 = crate::media::vp8::parse(&payload).expect("valid descriptor");
+        Incoming {
+            layer,
+            seq,
+            ts: u32::from(step) * 3000 + u32::from(layer) * 7,
+            keyframe_start: vp8.is_keyframe,
+            padding_only: false,
+            vp8: Some(vp8),
+            bytes: payload.len(),
+            packet: Arc::new(payload),
+            now,
+        }
+    }
+
+    /// The bytes a subscriber would receive: sequence number, timestamp and the payload
+    /// with its VP8 descriptor rewritten, as the downtrack writes them.
+    fn on_the_wire(out: &Outgoing<Arc<Vec<u8>>>) -> Vec<u8> {
+        let mut payload = out.packet.as_ref().clone();
+        if let (Some(rewrite), Some(descriptor)) = (out.forward.vp8, &out.vp8) {
+            crate::media::vp8::rewrite(
+                &mut payload,
+                descriptor,
+                rewrite.picture_id,
+                rewrite.tl0picidx,
+            );
+        }
+        let mut wire = (out.forward.seq as u16).to_be_bytes().to_vec();
+        wire.extend((out.forward.ts as u32).to_be_bytes());
+        wire.extend(payload);
+        wire
+    }
+
+    /// SRTP's nonce is the SSRC and the sequence number: every packet that goes out under
+    /// a sequence number must be the same bytes, first send and every resend, across layer
+    /// switches, a pause, a mute, and an upstream retransmission of a packet long gone
+    /// from the cache.
+    #[test]
+    fn every_resend_is_the_first_send_byte_for_byte() {
+        let t0 = Instant::now();
+        let at = |step: u16| t0 + Duration::from_millis(u64::from(step) * 10);
+        // A small cache, so the late packet below has left it.
+        let mut core: TrackCore<Arc<Vec<u8>>, &'static str> =
+            TrackCore::new(90_000, 16, Duration::from_secs(1)).with_send_history(64);
+        let who = ParticipantId::new("s");
+        core.subscribe(who.clone(), "s", Some(0));
+        let mut first_sends: std::collections::HashMap<u64, Vec<u8>> = Default::default();
+        let mut sent_order: Vec<u64> = Vec::new();
+        let mut resends_per_phase: Vec<(&str, u32)> = Vec::new();
+        let mut deliveries = Vec::new();
+        let mut check = |deliveries: &mut Vec<Delivery<Arc<Vec<u8>>, &'static str>>,
+                         sent_order: &mut Vec<u64>| {
+            for (_, out) in deliveries.drain(..) {
+                let bytes = on_the_wire(&out);
+                match first_sends.get(&out.forward.seq) {
+                    Some(first) => assert_eq!(
+                        first, &bytes,
+                        "sequence number {} went out with other bytes (resend: {})",
+                        out.forward.seq, out.forward.resend
+                    ),
+                    None => {
+                        assert!(!out.forward.resend, "a resend of something never sent");
+                        first_sends.insert(out.forward.seq, bytes);
+                        sent_order.push(out.forward.seq);
+                    }
+                }
+            }
+        };
+        let limits = NackLimits {
+            max_examined: 256,
+            max_resends: 256,
+            min_interval: Duration::from_millis(100),
+        };
+        // What happens at each step, then which phase a NACK of everything sent before
+        // it falls in.
+        let mut late_copy = None;
+        for step in 0..180u16 {
+            let phase = match step {
+                30 => {
+                    core.set_desired(&who, Some(2));
+                    Some("after switching up")
+                }
+                60 => {
+                    core.set_desired(&who, Some(0));
+                    Some("after switching down")
+                }
+                90 => {
+                    core.set_desired(&who, None);
+                    Some("while paused")
+                }
+                100 => {
+                    core.set_desired(&who, Some(0));
+                    Some("after resuming")
+                }
+                130 => {
+                    core.set_muted(true);
+                    Some("while muted")
+                }
+                140 => {
+                    core.set_muted(false);
+                    Some("after unmuting")
+                }
+                _ => None,
+            };
+            for layer in [0, 2] {
+                let packet = vp8_packet(layer, step, at(step));
+                if layer == 2 && step == 45 {
+                    late_copy = Some(packet.clone());
+                }
+                core.on_packet(packet, &mut deliveries);
+            }
+            if step == 85 {
+                // Layer 2's packet 45, forwarded while the subscriber was on layer 2,
+                // comes again (an upstream retransmission) after it left the cache.
+                let mut late = late_copy.clone().expect("kept at step 45");
+                late.now = at(step);
+                core.on_packet(late, &mut deliveries);
+            }
+            check(&mut deliveries, &mut sent_order);
+            if let Some(phase) = phase.map(|p| (p, step)) {
+                resends_per_phase.push((phase.0, 0));
+            }
+            // Five steps into each phase, NACK the last 40 sequence numbers sent before
+            // it began (and every fifth step, the newest few).
+            let nack: Vec<u16> = if resends_per_phase.last().is_some() && step % 30 == 5
+                || [95, 105, 135, 145].contains(&step)
+            {
+                sent_order
+                    .iter()
+                    .rev()
+                    .take(40)
+                    .map(|&s| s as u16)
+                    .collect()
+            } else if step % 5 == 0 {
+                sent_order.iter().rev().take(3).map(|&s| s as u16).collect()
+            } else {
+                continue;
+            };
+            let outcome = core.on_nack(&who, nack, limits, at(step), &mut deliveries);
+            if let Some((_, resent)) = resends_per_phase.last_mut() {
+                *resent += outcome.resent;
+            }
+            check(&mut deliveries, &mut sent_order);
+        }
+        for (phase, resent) in &resends_per_phase {
+            assert!(*resent > 0, "no resend was tested {phase}");
+        }
+        assert!(
+            sent_order.len() > 100,
+            "{} packets went out",
+            sent_order.len()
+        );
+    }
+
+    #[test]
+    fn a_nack_repeated_within_the_interval_is_not_resent_again() {
+        let t0 = Instant::now();
+        let mut core: TrackCore<Arc<Vec<u8>>, &'static str> =
+            TrackCore::new(90_000, 64, Duration::from_secs(1));
+        let who = ParticipantId::new("s");
+        core.subscribe(who.clone(), "s", Some(0));
+        let mut out = Vec::new();
+        for step in 0..10 {
+            core.on_packet(vp8_packet(0, step, t0), &mut out);
+        }
+        let seqs: Vec<u16> = out.iter().map(|(_, o)| o.forward.seq as u16).collect();
+        out.clear();
+        let limits = NackLimits {
+            max_examined: 256,
+            max_resends: 256,
+            min_interval: Duration::from_millis(100),
+        };
+        let ms = |n| t0 + Duration::from_millis(n);
+        let first = core.on_nack(&who, [seqs[3], seqs[4]], limits, ms(0), &mut out);
+        assert_eq!(first.resent, 2);
+        let again = core.on_nack(&who, [seqs[3], seqs[4], seqs[5]], limits, ms(50), &mut out);
+        assert_eq!((again.resent, again.recent), (1, 2));
+        let later = core.on_nack(&who, [seqs[3]], limits, ms(160), &mut out);
+        assert_eq!(later.resent, 1, "after the interval it may be lost again");
+        // Limits: a long NACK costs at most `max_examined` lookups and `max_resends`.
+        let tight = NackLimits {
+            max_examined: 4,
+            max_resends: 2,
+            ..limits
+        };
+        let long = std::iter::repeat(seqs.iter().copied()).flatten().take(5000);
+        let capped = core.on_nack(&who, long, tight, ms(1000), &mut out);
+        assert_eq!(
+            capped.resent + capped.recent + capped.unavailable + capped.over_limit,
+            4
+        );
+        assert_eq!(capped.resent, 2);
+        assert_eq!(capped.over_limit, 2);
     }
 
     #[test]

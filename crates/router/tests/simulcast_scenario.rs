@@ -124,7 +124,7 @@ fn run(seed: u64) {
     let mut monitor = LayerMonitor::new(Duration::from_millis(500));
     let mut subscribers: Vec<Subscriber> = (0..10)
         .map(|i| Subscriber {
-            forwarder: Forwarder::new(90_000, Some((i % 3) as Layer)),
+            forwarder: Forwarder::new(90_000, Some((i % 3) as Layer), 512),
             out: BTreeMap::new(),
             out_unwrap: SeqUnwrapper::new(),
             out_ts_unwrap: TsUnwrapper::new(),

@@ -47,6 +47,10 @@ pub struct RtcConfig {
     pub keyframe_request_interval_ms: u64,
     pub nack_buffer_packets: u16,
     pub nack_buffer_max_age_ms: u64,
+    pub resend_history_packets: usize,
+    pub nack_max_packets_per_request: u32,
+    pub nack_max_resends_per_second: u32,
+    pub nack_resend_interval_ms: u64,
     pub udp_buffer_bytes: usize,
     pub ice_servers: Vec<IceServer>,
 }
@@ -246,6 +250,15 @@ impl Config {
         if !(100..=30_000).contains(&self.rtc.nack_buffer_max_age_ms) {
             return invalid("rtc.nack_buffer_max_age_ms", "must be from 100 to 30000");
         }
+        if !(16..=32768).contains(&self.rtc.resend_history_packets) {
+            return invalid("rtc.resend_history_packets", "must be from 16 to 32768");
+        }
+        if self.rtc.nack_max_packets_per_request == 0 {
+            return invalid("rtc.nack_max_packets_per_request", "must be at least 1");
+        }
+        if self.rtc.nack_resend_interval_ms > 10_000 {
+            return invalid("rtc.nack_resend_interval_ms", "must be at most 10000");
+        }
         for server in &self.rtc.ice_servers {
             if server.urls.is_empty() {
                 return invalid("rtc.ice_servers", "every ICE server needs at least one URL");
@@ -327,6 +340,10 @@ impl Config {
             keyframe_request_interval: Duration::from_millis(self.rtc.keyframe_request_interval_ms),
             nack_buffer_packets: self.rtc.nack_buffer_packets,
             nack_buffer_max_age: Duration::from_millis(self.rtc.nack_buffer_max_age_ms),
+            resend_history_packets: self.rtc.resend_history_packets,
+            nack_max_packets_per_request: self.rtc.nack_max_packets_per_request,
+            nack_max_resends_per_second: self.rtc.nack_max_resends_per_second,
+            nack_resend_interval: Duration::from_millis(self.rtc.nack_resend_interval_ms),
             udp_buffer_bytes: self.rtc.udp_buffer_bytes,
         }
     }

@@ -44,6 +44,13 @@ async fn new_subscriber_gets_a_keyframe_request_and_nacks_stay_on_the_server() {
         || bob.seen(&alice.id, "alice-cam").unwrap().duplicates >= 1,
     )
     .await;
+    // ... byte for byte the packet first sent under that number (one SRTP nonce, one
+    // plaintext); a second NACK for it right away is not answered again.
+    bob.send_nack(seen.ssrc, nacked).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = bob.seen(&alice.id, "alice-cam").unwrap();
+    assert_eq!(after.mismatched_duplicates, 0);
+    assert_eq!(after.duplicates, 1, "a NACK repeated within 100 ms was answered");
     // ... and alice, the publisher, never hears of it.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(

@@ -104,10 +104,16 @@ pub enum DropReason {
     TooLate,
     /// An upstream retransmission of a packet already received.
     Duplicate,
+    /// A publisher's packet larger than the server forwards (counted once per packet).
+    Oversized,
+    /// A publisher's packet with a payload type its track was not negotiated with.
+    UnknownPayloadType,
+    /// A publisher's packet that does not parse as RTP.
+    Malformed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::QueueFull,
         DropReason::WriteFailed,
         DropReason::Paused,
@@ -116,6 +122,9 @@ impl DropReason {
         DropReason::Padding,
         DropReason::TooLate,
         DropReason::Duplicate,
+        DropReason::Oversized,
+        DropReason::UnknownPayloadType,
+        DropReason::Malformed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -128,6 +137,9 @@ impl DropReason {
             DropReason::Padding => "padding",
             DropReason::TooLate => "too_late",
             DropReason::Duplicate => "duplicate",
+            DropReason::Oversized => "oversized",
+            DropReason::UnknownPayloadType => "unknown_payload_type",
+            DropReason::Malformed => "malformed",
         }
     }
 }
@@ -152,6 +164,52 @@ impl DropCounters {
     }
 
     pub fn get(&self, reason: DropReason) -> u64 {
+        self.by_reason[reason as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Why a packet a subscriber NACKed was not resent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResendSkip {
+    /// Resent moments ago (within `rtc.nack_resend_interval_ms`): that copy is on its way.
+    Recent,
+    /// Never sent to this subscriber, sent too long ago, or no longer cached.
+    Unavailable,
+    /// Beyond the per-NACK or per-second limits.
+    OverLimit,
+}
+
+impl ResendSkip {
+    pub const ALL: [ResendSkip; 3] = [
+        ResendSkip::Recent,
+        ResendSkip::Unavailable,
+        ResendSkip::OverLimit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResendSkip::Recent => "recent",
+            ResendSkip::Unavailable => "unavailable",
+            ResendSkip::OverLimit => "over_limit",
+        }
+    }
+}
+
+/// NACKed packets not resent, by reason.
+#[derive(Debug, Default)]
+pub struct ResendSkipCounters {
+    by_reason: [AtomicU64; ResendSkip::ALL.len()],
+}
+
+impl ResendSkipCounters {
+    #[inline]
+    pub fn add_n(&self, reason: ResendSkip, n: u64) {
+        if n > 0 {
+            self.by_reason[reason as usize].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self, reason: ResendSkip) -> u64 {
         self.by_reason[reason as usize].load(Ordering::Relaxed)
     }
 }
@@ -246,6 +304,8 @@ pub struct MediaStats {
     pub nacked_packets: AtomicU64,
     /// Packets resent to subscribers from the router's cache after a NACK.
     pub retransmissions_sent: AtomicU64,
+    /// NACKed packets not resent, by reason.
+    pub resends_skipped: ResendSkipCounters,
     /// Webhook deliveries (the server's webhook dispatcher counts them).
     pub webhooks: WebhookCounters,
     /// Forwarding latency and the subscribers' reception quality.

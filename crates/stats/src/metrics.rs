@@ -13,7 +13,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Registry, TextEncoder};
 
-use crate::{DropReason, KeyframeRequest, Live, MediaKind, MediaStats};
+use crate::{DropReason, KeyframeRequest, Live, MediaKind, MediaStats, ResendSkip};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -238,6 +238,19 @@ fn families(s: &MediaStats) -> Vec<MetricFamily> {
             "Packets resent to subscribers from the server's cache after a NACK.",
             COUNTER,
             one(load(&s.retransmissions_sent)),
+        ),
+        family(
+            "nack_resends_skipped_total",
+            "NACKed packets not resent, by reason: `recent` (resent moments ago), \
+             `unavailable` (never sent, or no longer cached), `over_limit` (beyond \
+             rtc.nack_max_packets_per_request or rtc.nack_max_resends_per_second).",
+            COUNTER,
+            ResendSkip::ALL.iter().map(|r| {
+                (
+                    vec![("reason", r.as_str())],
+                    s.resends_skipped.get(*r) as f64,
+                )
+            }),
         ),
         family(
             "keyframe_requests_received_total",

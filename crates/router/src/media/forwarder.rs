@@ -8,11 +8,16 @@
 //! Work shared by all subscribers (unwrapping sequence numbers, keyframe detection,
 //! parsing the VP8 descriptor, layer availability) is done once per packet by the receive
 //! side and handed in as [`PacketMeta`]; nothing here allocates.
+//!
+//! Every output sequence number goes out once: the forwarder records what it sent
+//! ([`SentHistory`]) and a resend replays that record, never a fresh rewrite (see
+//! `sent.rs` for why: SRTP nonces).
 
 use std::time::{Duration, Instant};
 
 use super::layers::{pick, Layer, LayerSet};
 use super::munger::RtpMunger;
+use super::sent::{NotResent, SentHistory, SentPacket};
 use super::vp8::{Vp8Descriptor, Vp8Munger, Vp8Rewrite};
 
 /// What the receive side learned of one packet, once, for every subscriber.
@@ -48,7 +53,8 @@ pub enum DropReason {
     WaitingForKeyframe,
     /// Padding only.
     Padding,
-    /// Too late to place in the output without a collision.
+    /// Too late to place in the output: its slot is taken, already sent, or older than
+    /// the history of what was sent.
     TooLate,
 }
 
@@ -75,6 +81,8 @@ pub struct Forward {
     pub vp8: Option<Vp8Rewrite>,
     /// This packet starts a new layer (the subscriber switched).
     pub switched: bool,
+    /// A retransmission: exactly what went out under `seq` before.
+    pub resend: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,10 +107,22 @@ pub struct Forwarder {
     /// A keyframe the glue should request: (layer, when last asked).
     keyframe_wanted: Option<Layer>,
     keyframe_asked_at: Option<Instant>,
+    sent: SentHistory,
+}
+
+/// A NACKed packet to send again, exactly as first sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resend {
+    pub layer: Layer,
+    /// Extended input sequence number: where the packet is in its layer's cache.
+    pub in_seq: u64,
+    pub forward: Forward,
 }
 
 impl Forwarder {
-    pub fn new(clock_rate: u32, desired: Option<Layer>) -> Self {
+    /// `history` output packets are remembered for resends (and to never send a sequence
+    /// number twice).
+    pub fn new(clock_rate: u32, desired: Option<Layer>, history: usize) -> Self {
         Forwarder {
             clock_rate,
             desired,
@@ -114,6 +134,7 @@ impl Forwarder {
             last_forward_at: None,
             keyframe_wanted: None,
             keyframe_asked_at: None,
+            sent: SentHistory::new(history),
         }
     }
 
@@ -142,34 +163,34 @@ impl Forwarder {
         self.keyframe_wanted.take()
     }
 
-    /// Maps a subscriber's NACKed output sequence number to the packet to resend:
-    /// (layer, extended input sequence number) for the per-layer cache.
-    pub fn nacked(&self, out_seq: u64) -> Option<(Layer, u64)> {
-        self.munger.original(out_seq)
-    }
-
     /// The highest output sequence number so far (to extend a 16-bit NACK).
     pub fn highest_out_seq(&self) -> Option<u64> {
         self.munger.highest_out_seq()
     }
 
-    /// The rewrite for a packet resent after a NACK: exactly as when first sent.
-    pub fn retransmit(
+    /// A subscriber NACKed `out_seq`: what to send again, exactly as it went out the first
+    /// time, unless it was resent within `min_interval` or is not known (any more).
+    pub fn resend(
         &mut self,
-        layer: Layer,
-        seq: u64,
-        ts: u64,
-        vp8: Option<&Vp8Descriptor>,
-    ) -> Option<Forward> {
-        let out = self.munger.munge(layer, seq, ts)?;
-        let vp8 = vp8
-            .filter(|_| self.current == Some(layer))
-            .map(|d| self.vp8.process(d, false));
-        Some(Forward {
-            seq: out.seq,
-            ts: out.ts,
-            vp8,
-            switched: false,
+        out_seq: u64,
+        now: Instant,
+        min_interval: Duration,
+    ) -> Result<Resend, NotResent> {
+        let sent = self.sent.resend(out_seq, now, min_interval)?;
+        let ts = self
+            .munger
+            .highest_out_ts()
+            .map_or(u64::from(sent.ts), |h| extend_ts_near(h, sent.ts));
+        Ok(Resend {
+            layer: sent.layer,
+            in_seq: sent.in_seq,
+            forward: Forward {
+                seq: out_seq,
+                ts,
+                vp8: sent.vp8,
+                switched: false,
+                resend: true,
+            },
         })
     }
 
@@ -210,17 +231,16 @@ impl Forwarder {
         }
 
         // Not the layer being forwarded. A late packet (reordered, or retransmitted
-        // upstream) of a layer the subscriber *was* on still fills its own slot.
+        // upstream) of a layer the subscriber *was* on still fills its own slot, if that
+        // slot never went out.
         if let Some(out) = self.munger.munge(p.layer, p.seq, p.ts) {
-            return Decision::Forward(Forward {
-                seq: out.seq,
-                ts: out.ts,
-                // The VP8 munger follows the current layer only; an old layer's late
-                // picture keeps its ids (the receiver places it before the keyframe it
-                // already has, and discards it).
-                vp8: None,
-                switched: false,
-            });
+            if !self.sent.may_send(out.seq) {
+                return Decision::Drop(DropReason::TooLate);
+            }
+            // The VP8 munger follows the current layer only; an old layer's late picture
+            // keeps its ids (the receiver places it before the keyframe it already has,
+            // and discards it).
+            return Decision::Forward(self.record(p, out.seq, out.ts, None, false));
         }
         match self.target {
             None => Decision::Drop(DropReason::Paused),
@@ -241,16 +261,42 @@ impl Forwarder {
         let Some(out) = self.munger.munge(p.layer, p.seq, p.ts) else {
             return Decision::Drop(DropReason::TooLate);
         };
+        // An upstream retransmission of a packet whose first copy went out (and has left
+        // the cache since, or it would have been caught as a duplicate): not again.
+        if !self.sent.may_send(out.seq) {
+            return Decision::Drop(DropReason::TooLate);
+        }
         let vp8 = p.vp8.map(|d| self.vp8.process(d, switched));
         if self.last_forward_at.is_none_or(|t| p.now > t) {
             self.last_forward_at = Some(p.now);
         }
-        Decision::Forward(Forward {
-            seq: out.seq,
-            ts: out.ts,
+        Decision::Forward(self.record(p, out.seq, out.ts, vp8, switched))
+    }
+
+    fn record(
+        &mut self,
+        p: &PacketMeta<'_>,
+        seq: u64,
+        ts: u64,
+        vp8: Option<Vp8Rewrite>,
+        switched: bool,
+    ) -> Forward {
+        self.sent.record(
+            seq,
+            SentPacket {
+                layer: p.layer,
+                in_seq: p.seq,
+                ts: ts as u32,
+                vp8,
+            },
+        );
+        Forward {
+            seq,
+            ts,
             vp8,
             switched,
-        })
+            resend: false,
+        }
     }
 
     /// Timestamp ticks between the last forwarded packet and a switch now, so playout
@@ -271,6 +317,13 @@ impl Forwarder {
             self.keyframe_wanted = Some(layer);
         }
     }
+}
+
+/// The extended value of the 32-bit timestamp `wire` nearest `reference` (timestamps
+/// need not grow with sequence numbers: B-frames, or a publisher's clock jump).
+fn extend_ts_near(reference: u64, wire: u32) -> u64 {
+    let delta = wire.wrapping_sub(reference as u32) as i32;
+    reference.saturating_add_signed(i64::from(delta))
 }
 
 #[cfg(test)]
@@ -324,7 +377,7 @@ mod tests {
     #[test]
     fn starts_on_a_keyframe_and_asks_for_one() {
         let mut s = Script::new();
-        let mut f = Forwarder::new(90_000, Some(2));
+        let mut f = Forwarder::new(90_000, Some(2), 64);
         let all = [0, 1, 2];
         assert_eq!(
             f.decide(&s.packet(2, 100, 0, false, &all)),
@@ -356,7 +409,7 @@ mod tests {
     fn switch_down_keeps_the_current_layer_until_the_keyframe() {
         let mut s = Script::new();
         let all = [0, 1, 2];
-        let mut f = Forwarder::new(90_000, Some(2));
+        let mut f = Forwarder::new(90_000, Some(2), 64);
         let first = out_seq(f.decide(&s.packet(2, 1000, 0, true, &all)));
         f.set_desired(Some(0));
         assert_eq!(f.target(), Some(0));
@@ -383,7 +436,7 @@ mod tests {
     fn timestamps_stay_monotonic_across_layers() {
         let mut s = Script::new();
         let all = [0, 1, 2];
-        let mut f = Forwarder::new(90_000, Some(0));
+        let mut f = Forwarder::new(90_000, Some(0), 64);
         let ts = |d: Decision| match d {
             Decision::Forward(f) => f.ts,
             other => panic!("{other:?}"),
@@ -399,7 +452,7 @@ mod tests {
     #[test]
     fn stopped_layer_moves_subscribers_down_and_back_up() {
         let mut s = Script::new();
-        let mut f = Forwarder::new(90_000, Some(2));
+        let mut f = Forwarder::new(90_000, Some(2), 64);
         out_seq(f.decide(&s.packet(2, 10, 0, true, &[0, 1, 2])));
         // The publisher stops sending layer 2 (its bandwidth dropped).
         assert_eq!(
@@ -421,7 +474,7 @@ mod tests {
     fn off_forwards_nothing_and_resumes_on_a_keyframe() {
         let mut s = Script::new();
         let all = [0];
-        let mut f = Forwarder::new(90_000, Some(0));
+        let mut f = Forwarder::new(90_000, Some(0), 64);
         let first = out_seq(f.decide(&s.packet(0, 1, 0, true, &all)));
         f.set_desired(None);
         for seq in 2..10 {
@@ -445,7 +498,7 @@ mod tests {
     #[test]
     fn a_late_keyframe_start_does_not_switch() {
         let mut s = Script::new();
-        let mut f = Forwarder::new(90_000, Some(0));
+        let mut f = Forwarder::new(90_000, Some(0), 64);
         // The keyframe's first packet (10) was lost; 11 and 12 of the same frame arrive.
         for seq in [11, 12] {
             assert_eq!(
@@ -470,7 +523,7 @@ mod tests {
     #[test]
     fn padding_is_dropped_without_a_gap() {
         let mut s = Script::new();
-        let mut f = Forwarder::new(90_000, Some(0));
+        let mut f = Forwarder::new(90_000, Some(0), 64);
         let first = out_seq(f.decide(&s.packet(0, 1, 0, true, &[0])));
         let mut pad = s.packet(0, 2, 0, false, &[0]);
         pad.padding_only = true;
@@ -479,6 +532,9 @@ mod tests {
             out_seq(f.decide(&s.packet(0, 3, 0, false, &[0]))),
             first + 1
         );
-        assert_eq!(f.nacked(first + 1), Some((0, 3)));
+        let resend = f
+            .resend(first + 1, s.t0, Duration::from_millis(100))
+            .unwrap();
+        assert_eq!((resend.layer, resend.in_seq), (0, 3));
     }
 }

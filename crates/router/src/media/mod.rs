@@ -8,6 +8,7 @@
 //! - [`codec`]: where each codec's keyframes start.
 //! - [`vp8`]: the VP8 payload descriptor: keyframes, PictureID / TL0PICIDX rewriting.
 //! - [`cache`]: per-layer packet cache that answers subscribers' NACKs.
+//! - [`sent`]: per subscriber, what went out under each output sequence number.
 //! - [`layers`]: which simulcast layer a subscriber should receive.
 //! - [`forwarder`]: per subscriber and track, the decision for every packet.
 //! - [`speaker`]: active-speaker detection from the audio-level header extension.
@@ -19,6 +20,7 @@ pub mod forwarder;
 pub mod layers;
 pub mod munger;
 pub mod sender_report;
+pub mod sent;
 pub mod seq;
 pub mod speaker;
 pub mod vp8;

@@ -62,6 +62,11 @@ impl RtpMunger {
         self.highest_out_seq
     }
 
+    /// The timestamp of the packet with the highest output sequence number.
+    pub fn highest_out_ts(&self) -> Option<u64> {
+        self.highest_out_ts
+    }
+
     /// Begins forwarding `layer` at the packet (`in_seq`, `in_ts`): its output continues
     /// right after the last one, its timestamp `ts_advance` ticks after the last one (the
     /// caller derives that from wall-clock time, so playout timing is kept across layers).
@@ -134,22 +139,6 @@ impl RtpMunger {
         self.highest_in = Some(in_seq);
     }
 
-    /// Maps an output sequence number back to the packet it carried: (layer, input
-    /// sequence). Answers a subscriber's NACK from the per-layer cache.
-    pub fn original(&self, out_seq: u64) -> Option<(u8, u64)> {
-        let mut next_out_start = self.closed_at;
-        for segment in self.segments.iter().rev() {
-            if out_seq >= segment.out_start && next_out_start.is_none_or(|n| out_seq < n) {
-                return Some((
-                    segment.layer,
-                    segment.in_start + (out_seq - segment.out_start),
-                ));
-            }
-            next_out_start = Some(segment.out_start);
-        }
-        None
-    }
-
     fn segment_of(&self, layer: u8, in_seq: u64) -> Option<(usize, Segment)> {
         // Newest first: nearly every packet belongs to the newest segment.
         let mut next_out_start = self.closed_at;
@@ -182,8 +171,6 @@ mod tests {
         Munge(u8, u64, u64, Option<(u64, u64)>),
         Switch(u8, u64, u64, u64),
         Skip(u8, u64),
-        /// out_seq → expected original.
-        Original(u64, Option<(u8, u64)>),
     }
     use Op::*;
 
@@ -197,9 +184,6 @@ mod tests {
                 }
                 Switch(layer, seq, ts, advance) => m.switch_to(layer, seq, ts, advance),
                 Skip(layer, seq) => m.skip(layer, seq),
-                Original(out, expected) => {
-                    assert_eq!(m.original(out), expected, "step {i}: original({out})");
-                }
             }
         }
     }
@@ -230,12 +214,6 @@ mod tests {
             Munge(0, 102, 15000, None), // the old layer is no longer forwarded
             Switch(1, 500, 77, 3000),
             Munge(1, 500, 77, Some((104, 22500))),
-            Original(101, Some((0, 101))),
-            Original(102, Some((2, 70_000))),
-            Original(103, Some((2, 70_001))),
-            Original(104, Some((1, 500))),
-            Original(105, Some((1, 501))),
-            Original(99, None),
         ]);
     }
 
@@ -264,8 +242,6 @@ mod tests {
             Munge(0, 13, 3000, Some((12, 3000))), // 13's retransmission keeps its slot
             Skip(0, 12),                          // late skip: nothing to squeeze
             Munge(0, 16, 6000, Some((14, 6000))),
-            Original(11, Some((0, 12))),
-            Original(13, Some((0, 15))),
         ]);
     }
 
@@ -331,6 +307,6 @@ mod tests {
         }
         assert!(m.segments.len() <= MAX_SEGMENTS);
         assert_eq!(m.highest_out_seq(), Some(499));
-        assert_eq!(m.original(499), Some((0, 998)));
+        assert_eq!(m.munge(0, 998, 998).map(|o| o.seq), Some(499));
     }
 }

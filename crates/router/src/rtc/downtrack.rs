@@ -8,7 +8,7 @@
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use rustix::net::SocketAddrAny;
@@ -28,14 +28,14 @@ use webrtc::track::track_local::{TrackLocal, TrackLocalContext};
 use webrtc::util::{Marshal, MarshalSize};
 
 use switchyard_stats::quality::ntp_time;
-use switchyard_stats::{KeyframeRequest, Live, LiveGuard, MediaStats, ReceptionReport};
+use switchyard_stats::{KeyframeRequest, Live, LiveGuard, MediaStats, ReceptionReport, ResendSkip};
 
 use super::egress::{Accounting, Batch, Egress};
 use super::uptrack::{LayerWish, UpPacket, UpTrack};
 use crate::ids::ParticipantId;
 use crate::media::sender_report::SenderReportState;
 use crate::media::vp8;
-use crate::track::Outgoing;
+use crate::track::{NackLimits, Outgoing};
 
 const SDES_MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -204,6 +204,10 @@ struct SinkState {
     /// The binding as of `seen`; refreshed only when a bind or unbind bumped the generation.
     seen: u64,
     negotiated: Option<Negotiated>,
+    /// The first output sequence number sent under the current binding. A resend of an
+    /// earlier one would be written with other ids than its first send (the SRTP nonce
+    /// would repeat with other bytes), so it is not sent.
+    binding_start: Option<u64>,
     /// Reused from packet to packet: its extension list keeps its capacity.
     header: Header,
     report: SenderReportState,
@@ -223,6 +227,7 @@ impl DownSink {
             state: Mutex::new(SinkState {
                 seen: u64::MAX,
                 negotiated: None,
+                binding_start: None,
                 header: Header::default(),
                 report: SenderReportState::default(),
             }),
@@ -247,8 +252,19 @@ impl DownSink {
         if generation != state.seen {
             state.negotiated = self.local.binding();
             state.seen = generation;
+            state.binding_start = None;
         }
         let negotiated = state.negotiated.as_ref()?;
+        if out.forward.resend {
+            if state
+                .binding_start
+                .is_none_or(|start| out.forward.seq < start)
+            {
+                return None;
+            }
+        } else if state.binding_start.is_none() {
+            state.binding_start = Some(out.forward.seq);
+        }
         let payload_bytes = write_packet(&mut state.header, out, negotiated, buffer)?;
         let destination = self.egress.seal(buffer, &state.header)?;
         state
@@ -271,6 +287,16 @@ impl DownSink {
             ..Default::default()
         })
     }
+}
+
+/// How a subscriber's NACKs are answered (the per-second budget is its connection's, in
+/// its [`Egress`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NackPolicy {
+    /// Sequence numbers looked at per NACK.
+    pub max_per_request: u32,
+    /// A packet resent less than this ago is not resent again.
+    pub resend_interval: Duration,
 }
 
 pub(crate) struct DownTrack {
@@ -296,6 +322,7 @@ impl DownTrack {
         sender: Arc<RTCRtpSender>,
         egress: Arc<Egress>,
         stats: Arc<MediaStats>,
+        nacks: NackPolicy,
     ) -> DownTrack {
         let sink = DownSink::new(
             local.clone(),
@@ -308,7 +335,8 @@ impl DownTrack {
             local,
             Arc::downgrade(&uptrack),
             subscriber.clone(),
-            Batch::new(egress.socket().clone()),
+            egress.clone(),
+            nacks,
             stats,
         ));
         DownTrack {
@@ -419,10 +447,11 @@ async fn read_subscriber_rtcp(
     local: Arc<DownTrackLocal>,
     uptrack: Weak<UpTrack>,
     subscriber: ParticipantId,
-    mut batch: Batch,
+    egress: Arc<Egress>,
+    nacks: NackPolicy,
     stats: Arc<MediaStats>,
 ) {
-    let mut lost = Vec::new();
+    let mut batch = Batch::new(egress.socket().clone());
     let mut resends = Vec::new();
     while let Ok((packets, _)) = sender.read_rtcp().await {
         let Some(up) = uptrack.upgrade() else { return };
@@ -438,18 +467,36 @@ async fn read_subscriber_rtcp(
                     up.request_keyframe_for(&subscriber);
                 }
                 Some(Feedback::Nack(nack)) => {
-                    lost.clear();
-                    for pair in &nack.nacks {
-                        lost.extend(pair.packet_list());
-                    }
+                    // Bounded work whatever the NACK's length: at most `max_per_request`
+                    // sequence numbers are looked at, and the connection's per-second
+                    // budget bounds how many are resent.
+                    let requested: u64 = nack
+                        .nacks
+                        .iter()
+                        .map(|pair| 1 + u64::from(pair.lost_packets.count_ones()))
+                        .sum();
                     stats.nacks_received.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .nacked_packets
-                        .fetch_add(lost.len() as u64, Ordering::Relaxed);
-                    let resent = up.on_nack(&subscriber, &lost, &mut resends);
+                    stats.nacked_packets.fetch_add(requested, Ordering::Relaxed);
+                    let examined = requested.min(u64::from(nacks.max_per_request)) as u32;
+                    let granted =
+                        egress.take_resends(tokio::time::Instant::now().into_std(), examined);
+                    let limits = NackLimits {
+                        max_examined: examined,
+                        max_resends: granted,
+                        min_interval: nacks.resend_interval,
+                    };
+                    let outcome = up.on_nack(&subscriber, nacked(nack), limits, &mut resends);
+                    egress.refund_resends(granted - outcome.resent);
                     stats
                         .retransmissions_sent
-                        .fetch_add(resent as u64, Ordering::Relaxed);
+                        .fetch_add(u64::from(outcome.resent), Ordering::Relaxed);
+                    let skipped = &stats.resends_skipped;
+                    skipped.add_n(ResendSkip::Recent, outcome.recent.into());
+                    skipped.add_n(ResendSkip::Unavailable, outcome.unavailable.into());
+                    skipped.add_n(
+                        ResendSkip::OverLimit,
+                        u64::from(outcome.over_limit) + (requested - u64::from(examined)),
+                    );
                     let to = Accounting {
                         kind: up.media_kind(),
                         stats: &stats,
@@ -467,6 +514,19 @@ async fn read_subscriber_rtcp(
             }
         }
     }
+}
+
+/// The sequence numbers a NACK names, in order, without collecting them (RFC 4585
+/// 6.2.1: each pair is a packet id and a bitmask of the 16 after it).
+fn nacked(nack: &TransportLayerNack) -> impl Iterator<Item = u16> + '_ {
+    nack.nacks.iter().flat_map(|pair| {
+        let bits = pair.lost_packets;
+        std::iter::once(pair.packet_id).chain(
+            (0..16u16)
+                .filter(move |i| bits & (1 << i) != 0)
+                .map(move |i| pair.packet_id.wrapping_add(i + 1)),
+        )
+    })
 }
 
 /// What an RTCP packet from the subscriber says about one of the streams we send it.
@@ -565,6 +625,7 @@ mod tests {
                     tl0picidx: None,
                 }),
                 switched: false,
+                resend: false,
             },
             vp8: descriptor,
         }

@@ -30,6 +30,7 @@ use webrtc::rtcp::packet::Packet as RtcpPacket;
 use webrtc::rtp::header::Header;
 use webrtc::srtp::context::Context;
 
+use switchyard_signal::limit::TokenBucket;
 use switchyard_stats::rate::TrackTraffic;
 use switchyard_stats::{DropReason, MediaKind, MediaStats};
 
@@ -115,20 +116,45 @@ struct Path {
 }
 
 /// One subscriber connection's way out: its SRTP context, its selected pair's address,
-/// and its downtracks (for their Sender Reports).
+/// its downtracks (for their Sender Reports), and how many NACK resends it may still get.
 pub(crate) struct Egress {
     socket: Arc<MediaSocket>,
     path: Mutex<Path>,
     sinks: Mutex<Vec<Weak<DownSink>>>,
+    /// Resends per second over all the connection's tracks: a subscriber that NACKs
+    /// everything gets a bounded amount of extra traffic, whatever it asks for.
+    resends: Mutex<TokenBucket>,
 }
 
 impl Egress {
-    pub fn new(socket: Arc<MediaSocket>) -> Arc<Egress> {
+    pub fn new(socket: Arc<MediaSocket>, resends_per_second: u32) -> Arc<Egress> {
         Arc::new(Egress {
             socket,
             path: Mutex::default(),
             sinks: Mutex::default(),
+            resends: Mutex::new(TokenBucket::new(
+                f64::from(resends_per_second),
+                resends_per_second,
+            )),
         })
+    }
+
+    /// Takes up to `wanted` resends from the connection's per-second budget.
+    pub(crate) fn take_resends(&self, now: Instant, wanted: u32) -> u32 {
+        self.resends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_up_to(now, wanted)
+    }
+
+    /// Returns resends taken with [`Self::take_resends`] and not used.
+    pub(crate) fn refund_resends(&self, unused: u32) {
+        if unused > 0 {
+            self.resends
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .refund(unused);
+        }
     }
 
     pub fn socket(&self) -> &Arc<MediaSocket> {

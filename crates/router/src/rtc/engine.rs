@@ -47,6 +47,15 @@ pub struct RtcSettings {
     pub nack_buffer_packets: u16,
     /// And for at most this long: a retransmission later than that is useless.
     pub nack_buffer_max_age: Duration,
+    /// Output packets each subscriber of a video track remembers, so a resend is the
+    /// packet exactly as first sent (a quarter of it for audio).
+    pub resend_history_packets: usize,
+    /// Sequence numbers looked at per NACK; the rest of a longer one is ignored.
+    pub nack_max_packets_per_request: u32,
+    /// Resends per subscriber connection per second (and in one burst).
+    pub nack_max_resends_per_second: u32,
+    /// A packet resent less than this ago is not resent again for another NACK.
+    pub nack_resend_interval: Duration,
     /// Kernel receive and send buffer of the media socket, in bytes. Every participant's
     /// media shares this one socket: a small buffer overflows (the kernel drops datagrams,
     /// DTLS handshakes included) whenever the server falls a few milliseconds behind.
@@ -62,6 +71,10 @@ impl Default for RtcSettings {
             keyframe_request_interval: Duration::from_millis(500),
             nack_buffer_packets: 1024,
             nack_buffer_max_age: Duration::from_secs(2),
+            resend_history_packets: 512,
+            nack_max_packets_per_request: 256,
+            nack_max_resends_per_second: 500,
+            nack_resend_interval: Duration::from_millis(100),
             udp_buffer_bytes: 4 << 20,
         }
     }

@@ -26,7 +26,7 @@ use switchyard_signal::{
 };
 use switchyard_stats::{Live, LiveGuard, MediaStats};
 
-use super::downtrack::{DownTrack, DownTrackLocal};
+use super::downtrack::{DownTrack, DownTrackLocal, NackPolicy};
 use super::egress::Egress;
 use super::engine::RtcEngine;
 use super::uptrack::{LayerWish, Speakers, UpTrack, UpTrackConfig};
@@ -174,7 +174,10 @@ impl Participant {
             Ok(pc) => pc,
             Err(e) => return Err((e, ctx.room.clone(), ctx.id.clone())),
         };
-        let egress = Egress::new(ctx.engine.media_socket());
+        let egress = Egress::new(
+            ctx.engine.media_socket(),
+            ctx.engine.settings().nack_max_resends_per_second,
+        );
         let egress_task = tokio::spawn(
             egress
                 .clone()
@@ -471,6 +474,7 @@ impl Participant {
             UpTrackConfig {
                 cache_packets: settings.nack_buffer_packets as usize,
                 cache_max_age: settings.nack_buffer_max_age,
+                send_history: settings.resend_history_packets,
                 keyframe_interval: settings.keyframe_request_interval,
                 speakers: Some(self.ctx.speakers.clone()),
                 stats: self.ctx.stats.clone(),
@@ -509,6 +513,7 @@ impl Participant {
         if self.downtracks.contains_key(&uptrack.id) {
             return Ok(());
         }
+        let settings = self.ctx.engine.settings();
         // msid = "<publisher participant id> <track id>": how clients map what they receive.
         let local = Arc::new(DownTrackLocal::new(
             uptrack.codec.clone(),
@@ -533,6 +538,10 @@ impl Participant {
             sender,
             self.egress.clone(),
             self.ctx.stats.clone(),
+            NackPolicy {
+                max_per_request: settings.nack_max_packets_per_request,
+                resend_interval: settings.nack_resend_interval,
+            },
         );
         self.activate_after_next_offer.push(uptrack.id.clone());
         self.downtracks.insert(uptrack.id.clone(), downtrack);

@@ -31,7 +31,7 @@ use crate::media::codec::{is_keyframe_start, Codec};
 use crate::media::layers::{Layer, MAX_LAYERS};
 use crate::media::speaker::{parse_audio_level, ActiveSpeakerDetector};
 use crate::media::vp8;
-use crate::track::{Incoming, TrackCore, DROP_REASONS};
+use crate::track::{Incoming, NackLimits, NackOutcome, TrackCore, DROP_REASONS};
 
 /// A received packet as every subscriber's sink sees it, with what of its header
 /// extensions is forwarded kept aside: their ids are the publisher's and mean nothing to a
@@ -77,6 +77,8 @@ pub struct UpTrack {
 pub(crate) struct UpTrackConfig {
     pub cache_packets: usize,
     pub cache_max_age: Duration,
+    /// Output packets each video subscriber remembers for resends (a quarter for audio).
+    pub send_history: usize,
     pub keyframe_interval: Duration,
     /// The room's detector, fed by audio tracks.
     pub speakers: Option<Speakers>,
@@ -98,6 +100,7 @@ impl UpTrack {
         let UpTrackConfig {
             cache_packets,
             cache_max_age,
+            send_history,
             keyframe_interval,
             speakers,
             stats,
@@ -109,6 +112,11 @@ impl UpTrack {
             TrackKind::Audio
         } else {
             TrackKind::Video
+        };
+        // Audio packets come 3-5 times slower than video's: the same time span needs fewer.
+        let send_history = match kind {
+            TrackKind::Audio => send_history / 4,
+            TrackKind::Video => send_history,
         };
         let ssrcs: Arc<[AtomicU32; MAX_LAYERS]> =
             Arc::new(std::array::from_fn(|_| AtomicU32::new(0)));
@@ -129,7 +137,8 @@ impl UpTrack {
             kind,
             core: Mutex::new(
                 TrackCore::new(codec.clock_rate, cache_packets, LAYER_TIMEOUT)
-                    .with_cache_max_age(cache_max_age),
+                    .with_cache_max_age(cache_max_age)
+                    .with_send_history(send_history),
             ),
             socket,
             codec,
@@ -295,15 +304,17 @@ impl UpTrack {
         core.set_desired(subscriber, desired)
     }
 
-    /// A subscriber NACKed these output sequence numbers: appends what the cache still
-    /// has to `resends`, rewritten as first sent, and returns how many.
+    /// A subscriber NACKed these output sequence numbers: appends to `resends` what can
+    /// be sent again within `limits`, each exactly as first sent.
     pub(crate) fn on_nack(
         &self,
         subscriber: &ParticipantId,
-        lost: &[u16],
+        lost: impl IntoIterator<Item = u16>,
+        limits: NackLimits,
         resends: &mut Vec<CopyOf>,
-    ) -> usize {
-        self.core().on_nack(subscriber, lost, resends)
+    ) -> NackOutcome {
+        let now = Instant::now().into_std();
+        self.core().on_nack(subscriber, lost, limits, now, resends)
     }
 
     /// A subscriber's PLI/FIR: ask the publisher for a keyframe of the layer it receives.

@@ -2,7 +2,7 @@
 //! and a server started on loopback ports, for integration tests.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -168,9 +168,13 @@ pub struct TrackSeen {
     /// The newest packet's RTP timestamp, and when it arrived.
     pub last_ts: u32,
     pub last_arrival: Option<Instant>,
-    seqs: HashSet<u16>,
+    /// A hash of each packet's bytes (header and payload) by sequence number.
+    packets: HashMap<u16, u64>,
     /// Packets whose sequence number had already arrived (retransmissions).
     pub duplicates: u64,
+    /// Of those, packets whose bytes differ from the first packet with that sequence
+    /// number: SRTP would have encrypted two plaintexts with one key stream.
+    pub mismatched_duplicates: u64,
 }
 
 /// RTCP the publisher side received from the server, on its video sender.
@@ -356,8 +360,13 @@ impl RtcClient {
                     entry.last_seq = packet.header.sequence_number;
                     entry.last_ts = packet.header.timestamp;
                     entry.last_arrival = Some(Instant::now());
-                    if !entry.seqs.insert(packet.header.sequence_number) {
+                    let digest = packet_digest(&packet);
+                    if let Some(first) = entry.packets.insert(packet.header.sequence_number, digest)
+                    {
                         entry.duplicates += 1;
+                        if first != digest {
+                            entry.mismatched_duplicates += 1;
+                        }
                     }
                 }
             });
@@ -581,6 +590,20 @@ impl RtcClient {
         let _ = self.publisher.close().await;
         let _ = self.subscriber.close().await;
     }
+}
+
+/// A hash of a received packet's header and payload, to tell a byte-identical
+/// retransmission from a different packet under the same sequence number.
+fn packet_digest(packet: &webrtc::rtp::packet::Packet) -> u64 {
+    use std::hash::{Hash, Hasher};
+    use webrtc::util::Marshal;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    packet
+        .marshal()
+        .map(|bytes| bytes.to_vec())
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Applies a subscribe offer and returns the complete answer (candidates gathered).
