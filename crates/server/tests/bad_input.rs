@@ -314,3 +314,51 @@ async fn garbage_datagrams_on_the_media_port_change_nothing() {
     alice.close().await;
     bob.close().await;
 }
+
+/// A publisher's bad packets (too big to forward, a payload type nobody negotiated) are
+/// dropped and counted; its track goes on, and its subscriber keeps receiving it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_publishers_bad_packets_do_not_end_its_track() {
+    let server = TestServer::start().await;
+    let alice = RtcClient::join(&server, "bad-rtp", "alice").await;
+    let bob = RtcClient::join(&server, "bad-rtp", "bob").await;
+    wait_until(
+        "bob receives alice's camera",
+        Duration::from_secs(20),
+        || bob.count(&alice.id, "alice-cam") > 20,
+    )
+    .await;
+    let stats = server.router.stats().clone();
+    for _ in 0..20 {
+        // 3000 bytes: more than any path's MTU; and payload type 55, not negotiated.
+        assert!(alice.send_raw_video(96, vec![0x10; 3000]).await);
+        assert!(alice.send_raw_video(55, vec![0x10, 0x00, 0x9d]).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    use switchyard_stats::DropReason;
+    let counted = || {
+        (
+            stats.dropped.get(DropReason::Oversized),
+            stats.dropped.get(DropReason::UnknownPayloadType),
+        )
+    };
+    if let Err(e) = common::try_wait_until(
+        "both kinds are dropped and counted",
+        Duration::from_secs(5),
+        || counted().0 >= 20 && counted().1 >= 20,
+    )
+    .await
+    {
+        panic!("{e}: (oversized, unknown payload type) = {:?}", counted());
+    }
+    let before = bob.count(&alice.id, "alice-cam");
+    wait_until(
+        "alice's camera still reaches bob",
+        Duration::from_secs(5),
+        || bob.count(&alice.id, "alice-cam") > before + 30,
+    )
+    .await;
+    assert!(!bob.saw(|m| m["type"] == "track_unpublished"));
+    alice.close().await;
+    bob.close().await;
+}

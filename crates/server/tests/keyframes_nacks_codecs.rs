@@ -50,7 +50,10 @@ async fn new_subscriber_gets_a_keyframe_request_and_nacks_stay_on_the_server() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let after = bob.seen(&alice.id, "alice-cam").unwrap();
     assert_eq!(after.mismatched_duplicates, 0);
-    assert_eq!(after.duplicates, 1, "a NACK repeated within 100 ms was answered");
+    assert_eq!(
+        after.duplicates, 1,
+        "a NACK repeated within 100 ms was answered"
+    );
     // ... and alice, the publisher, never hears of it.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(

@@ -97,6 +97,9 @@ pub struct RtcEngine {
     settings: RtcSettings,
 }
 
+/// What the UDP mux reads at most (webrtc-ice's receive buffer).
+const PUBLISHER_RECEIVE_MTU: usize = 8192;
+
 const RTCP_FEEDBACK_VIDEO: [(&str, &str); 4] = [
     ("goog-remb", ""),
     ("ccm", "fir"),
@@ -296,10 +299,15 @@ impl RtcEngine {
 
         let mut media = media_engine()?;
         let registry = interceptors(&mut media)?;
+        // Publishers' packets are read whole whatever their size (up to what the UDP mux
+        // reads), so one too big to forward reaches the uptrack, which drops and counts it
+        // (uptrack.rs); with webrtc-rs's 1460 it would be cut short and fail SRTP's check.
+        let mut publisher_settings = setting_engine.clone();
+        publisher_settings.set_receive_mtu(PUBLISHER_RECEIVE_MTU);
         let publisher_api = APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
-            .with_setting_engine(setting_engine.clone())
+            .with_setting_engine(publisher_settings)
             .build();
         let subscriber_api = APIBuilder::new()
             .with_media_engine(media_engine()?)

@@ -179,21 +179,36 @@ impl UpTrack {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Reads one layer until the publisher's track closes. Nothing a publisher puts in a
+    /// packet ends the track: a packet that cannot be forwarded is dropped and counted.
     async fn read_loop(&self, remote: Arc<TrackRemote>, layer: Layer, audio_level_ext: Option<u8>) {
-        let mut buf = vec![0u8; 1500];
+        let mut buf = vec![0u8; MAX_PACKET_BYTES];
         let mut copies: Vec<CopyOf> = Vec::new();
         let mut batch = Batch::new(self.socket.clone());
         let kind = self.media_kind();
+        // The payload type this layer was negotiated with: a packet with another one is
+        // not this track's codec (or not a codec at all), whatever webrtc-rs makes of it.
+        let payload_type = remote.payload_type();
         loop {
             let packet = match remote.read(&mut buf).await {
                 Ok((packet, _)) => packet,
-                Err(e) => {
-                    tracing::info!(track = %self.id, layer, error = %e, "uptrack ended");
-                    return;
-                }
+                Err(e) => match read_failure(&e) {
+                    ReadFailure::Dropped(reason) => {
+                        self.stats.dropped.add(reason);
+                        continue;
+                    }
+                    ReadFailure::Closed => {
+                        tracing::info!(track = %self.id, layer, error = %e, "uptrack ended");
+                        return;
+                    }
+                },
             };
             if self.stopped.load(Ordering::Relaxed) {
                 return;
+            }
+            if packet.header.payload_type != payload_type {
+                self.stats.dropped.add(DropReason::UnknownPayloadType);
+                continue;
             }
             let now = Instant::now().into_std();
             self.stats.received[self.media_kind()].add(packet.payload.len());
@@ -387,6 +402,40 @@ fn stats_reason(reason: crate::media::forwarder::DropReason) -> DropReason {
     }
 }
 
+/// The largest RTP packet read from a publisher: a packet has to fit a path's MTU to
+/// reach us, and a subscriber's path too to be worth forwarding.
+const MAX_PACKET_BYTES: usize = 1500;
+
+/// What a failed read from a publisher's track means.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadFailure {
+    /// The track (its receiver, its connection) is closed: stop reading.
+    Closed,
+    /// One bad packet, dropped (webrtc-rs consumed it); the next read goes on.
+    Dropped(DropReason),
+}
+
+fn read_failure(e: &webrtc::Error) -> ReadFailure {
+    use webrtc::util::Error as UtilError;
+    use webrtc::Error as E;
+    let util = match e {
+        E::Util(u) => Some(u),
+        E::Interceptor(webrtc::interceptor::Error::Util(u)) => Some(u),
+        E::Srtp(webrtc::srtp::Error::Util(u)) => Some(u),
+        E::Interceptor(webrtc::interceptor::Error::Srtp(webrtc::srtp::Error::Util(u))) => Some(u),
+        _ => None,
+    };
+    match (e, util) {
+        (_, Some(UtilError::ErrBufferShort)) => ReadFailure::Dropped(DropReason::Oversized),
+        // A payload type no codec of the connection has.
+        (E::ErrCodecNotFound, _) => ReadFailure::Dropped(DropReason::UnknownPayloadType),
+        (E::Rtp(_) | E::Interceptor(webrtc::interceptor::Error::Rtp(_)), _) => {
+            ReadFailure::Dropped(DropReason::Malformed)
+        }
+        _ => ReadFailure::Closed,
+    }
+}
+
 /// The frame size a VP8 keyframe declares (RFC 6386 9.1): after the 3-byte frame tag, the
 /// start code 9d 01 2a, then 14-bit width and height.
 fn vp8_frame_size(frame: &[u8]) -> Option<(u32, u32)> {
@@ -460,7 +509,41 @@ async fn request_keyframes(
 
 #[cfg(test)]
 mod tests {
-    use super::vp8_frame_size;
+    use super::*;
+
+    #[test]
+    fn only_a_closed_track_ends_the_read_loop() {
+        use webrtc::util::Error as UtilError;
+        let cases = [
+            (
+                webrtc::Error::Util(UtilError::ErrBufferShort),
+                ReadFailure::Dropped(DropReason::Oversized),
+            ),
+            (
+                webrtc::Error::Interceptor(webrtc::interceptor::Error::Util(
+                    UtilError::ErrBufferShort,
+                )),
+                ReadFailure::Dropped(DropReason::Oversized),
+            ),
+            (
+                webrtc::Error::ErrCodecNotFound,
+                ReadFailure::Dropped(DropReason::UnknownPayloadType),
+            ),
+            (
+                webrtc::Error::Rtp(webrtc::rtp::Error::ErrHeaderSizeInsufficient),
+                ReadFailure::Dropped(DropReason::Malformed),
+            ),
+            (webrtc::Error::ErrClosedPipe, ReadFailure::Closed),
+            (
+                webrtc::Error::Util(UtilError::ErrBufferClosed),
+                ReadFailure::Closed,
+            ),
+            (webrtc::Error::ErrRTPReceiverNil, ReadFailure::Closed),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(read_failure(&error), expected, "{error}");
+        }
+    }
 
     #[test]
     fn vp8_keyframe_size() {

@@ -261,6 +261,8 @@ pub struct RtcClient {
     /// Every server message the signaling task saw after `joined`, in order.
     pub events: Arc<Mutex<Vec<Value>>>,
     outbound: mpsc::UnboundedSender<Value>,
+    /// The camera's sender as bound, for packets the synthetic camera would never send.
+    raw_video: Arc<RawWriter>,
     publisher: Arc<RTCPeerConnection>,
     subscriber: Arc<RTCPeerConnection>,
     tasks: Vec<JoinHandle<()>>,
@@ -440,6 +442,7 @@ impl RtcClient {
             feedback: Arc::default(),
             events,
             outbound,
+            raw_video: Arc::default(),
             publisher,
             subscriber,
             tasks: vec![writer, reader],
@@ -466,7 +469,11 @@ impl RtcClient {
             format!("{}-stream", self.name),
         ));
         let audio_sender = self.publisher.add_track(audio.clone()).await.unwrap();
-        let video_sender = self.publisher.add_track(video.clone()).await.unwrap();
+        let camera = Arc::new(CapturingTrack {
+            inner: video.clone(),
+            raw: self.raw_video.clone(),
+        });
+        let video_sender = self.publisher.add_track(camera).await.unwrap();
         // Drain RTCP so the interceptors (NACK, reports) keep working; count what the
         // server asks of the video publisher.
         self.tasks.push(tokio::spawn(async move {
@@ -497,12 +504,14 @@ impl RtcClient {
             audio_interval,
             160,
             None,
+            Arc::default(),
         )));
         self.media_tasks.push(tokio::spawn(send_synthetic(
             video,
             Duration::from_millis(33),
             1000,
             Some(codec),
+            self.raw_video.next_seq.clone(),
         )));
     }
 
@@ -525,6 +534,26 @@ impl RtcClient {
             .unwrap()
             .get(&(publisher_id.to_owned(), track_id.to_owned()))
             .cloned()
+    }
+
+    /// Sends an RTP packet on the camera's stream exactly as given (payload type, size),
+    /// as a broken or hostile publisher would; false if the camera is not bound yet.
+    pub async fn send_raw_video(&self, payload_type: u8, payload: Vec<u8>) -> bool {
+        let Some((ssrc, writer)) = self.raw_video.binding.lock().unwrap().clone() else {
+            return false;
+        };
+        let seq = self.raw_video.next_seq.fetch_add(1, Ordering::Relaxed);
+        let packet = webrtc::rtp::packet::Packet {
+            header: webrtc::rtp::header::Header {
+                version: 2,
+                payload_type,
+                sequence_number: seq,
+                ssrc,
+                ..Default::default()
+            },
+            payload: payload.into(),
+        };
+        writer.write_rtp(&packet).await.is_ok()
     }
 
     /// Sends the server a NACK for `seq` of a track this client receives.
@@ -606,6 +635,62 @@ fn packet_digest(packet: &webrtc::rtp::packet::Packet) -> u64 {
     hasher.finish()
 }
 
+/// Where a [`CapturingTrack`] was bound: its SSRC and the sender's writer; and the
+/// camera's next sequence number, shared with the synthetic camera so raw packets take
+/// their place in its stream (SRTP's replay window refuses numbers far from it).
+#[derive(Default)]
+struct RawWriter {
+    binding: Mutex<Option<(u32, Arc<dyn TrackLocalWriter + Send + Sync>)>>,
+    next_seq: Arc<std::sync::atomic::AtomicU16>,
+}
+
+/// A local track that behaves as `inner` and keeps the sender's raw writer, so a test can
+/// send packets `inner` would never write (another payload type, any size).
+struct CapturingTrack {
+    inner: Arc<TrackLocalStaticRTP>,
+    raw: Arc<RawWriter>,
+}
+
+#[async_trait::async_trait]
+impl webrtc::track::track_local::TrackLocal for CapturingTrack {
+    async fn bind(
+        &self,
+        t: &webrtc::track::track_local::TrackLocalContext,
+    ) -> webrtc::error::Result<webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecParameters> {
+        let codec = self.inner.bind(t).await?;
+        *self.raw.binding.lock().unwrap() = Some((t.ssrc(), t.write_stream()));
+        Ok(codec)
+    }
+
+    async fn unbind(
+        &self,
+        t: &webrtc::track::track_local::TrackLocalContext,
+    ) -> webrtc::error::Result<()> {
+        *self.raw.binding.lock().unwrap() = None;
+        self.inner.unbind(t).await
+    }
+
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    fn rid(&self) -> Option<&str> {
+        self.inner.rid()
+    }
+
+    fn stream_id(&self) -> &str {
+        self.inner.stream_id()
+    }
+
+    fn kind(&self) -> webrtc::rtp_transceiver::rtp_codec::RTPCodecType {
+        self.inner.kind()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 /// Applies a subscribe offer and returns the complete answer (candidates gathered).
 async fn answer_offer(
     pc: &RTCPeerConnection,
@@ -631,6 +716,7 @@ async fn send_synthetic(
     interval: Duration,
     size: usize,
     video: Option<VideoCodec>,
+    next_seq: Arc<std::sync::atomic::AtomicU16>,
 ) {
     // A short interval is a burst at start-up (what matters is the moment DTLS comes up);
     // after `BURST` packets the track settles to a real microphone's 20 ms.
@@ -639,7 +725,7 @@ async fn send_synthetic(
     let mut ticker = tokio::time::interval(interval);
     let clock_rate_khz = if video.is_some() { 90 } else { 48 };
     let mut clock_step = (clock_rate_khz * interval.as_micros() / 1000) as u32;
-    let mut seq: u16 = 1;
+    next_seq.store(1, Ordering::Relaxed);
     let mut ts: u32 = 0;
     for frame in 0u64.. {
         if frame == BURST && interval < STEADY {
@@ -664,7 +750,7 @@ async fn send_synthetic(
             header: webrtc::rtp::header::Header {
                 version: 2,
                 marker: true,
-                sequence_number: seq,
+                sequence_number: next_seq.fetch_add(1, Ordering::Relaxed),
                 timestamp: ts,
                 ..Default::default()
             },
@@ -673,7 +759,6 @@ async fn send_synthetic(
         if track.write_rtp(&packet).await.is_err() {
             return;
         }
-        seq = seq.wrapping_add(1);
         ts = ts.wrapping_add(clock_step);
     }
 }
