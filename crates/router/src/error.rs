@@ -27,6 +27,8 @@ pub enum RouterError {
     InvalidCandidate(String),
     #[error("unexpected `{0}`: {1}")]
     UnexpectedMessage(&'static str, &'static str),
+    #[error("{0}")]
+    RateLimited(String),
     #[error("WebRTC: {0}")]
     Webrtc(#[from] webrtc::Error),
     #[error("UDP socket: {0}")]
@@ -45,6 +47,7 @@ impl RouterError {
             }
             RouterError::InvalidSdp(_) => ErrorCode::InvalidSdp,
             RouterError::InvalidCandidate(_) => ErrorCode::InvalidCandidate,
+            RouterError::RateLimited(_) => ErrorCode::RateLimited,
             RouterError::UnknownRoom(_)
             | RouterError::RoomExists(_)
             | RouterError::UnknownParticipant(_) => ErrorCode::BadRequest,

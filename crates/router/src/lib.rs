@@ -9,6 +9,7 @@ pub mod admin;
 pub mod error;
 pub mod events;
 
+pub mod ice_policy;
 pub mod ids;
 pub mod keyframe;
 pub mod media;

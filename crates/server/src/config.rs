@@ -51,6 +51,8 @@ pub struct RtcConfig {
     pub nack_max_packets_per_request: u32,
     pub nack_max_resends_per_second: u32,
     pub nack_resend_interval_ms: u64,
+    pub max_remote_candidates: usize,
+    pub ice_restart_min_interval_ms: u64,
     pub udp_buffer_bytes: usize,
     pub ice_servers: Vec<IceServer>,
 }
@@ -259,6 +261,9 @@ impl Config {
         if self.rtc.nack_resend_interval_ms > 10_000 {
             return invalid("rtc.nack_resend_interval_ms", "must be at most 10000");
         }
+        if !(1..=256).contains(&self.rtc.max_remote_candidates) {
+            return invalid("rtc.max_remote_candidates", "must be from 1 to 256");
+        }
         for server in &self.rtc.ice_servers {
             if server.urls.is_empty() {
                 return invalid("rtc.ice_servers", "every ICE server needs at least one URL");
@@ -344,6 +349,8 @@ impl Config {
             nack_max_packets_per_request: self.rtc.nack_max_packets_per_request,
             nack_max_resends_per_second: self.rtc.nack_max_resends_per_second,
             nack_resend_interval: Duration::from_millis(self.rtc.nack_resend_interval_ms),
+            max_remote_candidates: self.rtc.max_remote_candidates,
+            ice_restart_interval: Duration::from_millis(self.rtc.ice_restart_min_interval_ms),
             udp_buffer_bytes: self.rtc.udp_buffer_bytes,
         }
     }

@@ -153,7 +153,7 @@ async fn anything_but_join_or_ping_before_join_is_not_joined() {
 }
 
 #[tokio::test]
-async fn candidates_before_any_offer_are_kept_up_to_a_limit() {
+async fn candidates_are_kept_up_to_a_limit_of_distinct_addresses() {
     let server = TestServer::start().await;
     let mut ws = server.connect().await;
     join(&mut ws, "r", "trickler").await;
@@ -162,14 +162,44 @@ async fn candidates_before_any_offer_are_kept_up_to_a_limit() {
         json!({"type": "candidate", "target": "publisher",
                "candidate": {"candidate": format!("candidate:1 1 udp 1 127.0.0.1 {port} typ host")}})
     };
-    for port in 0..64 {
+    for port in 0..16 {
+        send_json(&mut ws, candidate(10_000 + port)).await;
+        // The same address again is not another one.
         send_json(&mut ws, candidate(10_000 + port)).await;
     }
+    // Ignored without an error: the server cannot use them.
+    send_json(
+        &mut ws,
+        json!({"type": "candidate", "target": "publisher", "candidate": {"candidate":
+        "candidate:2 1 tcp 1 127.0.0.1 9 typ host tcptype active"}}),
+    )
+    .await;
+    send_json(
+        &mut ws,
+        json!({"type": "candidate", "target": "publisher", "candidate": {"candidate":
+        "candidate:3 1 udp 1 0b7f1c1e-7c1d-4f7e-8ad6-1c3b0c7b6a1e.local 5000 typ host"}}),
+    )
+    .await;
     assert_alive(&mut ws).await;
-    // One more is a misbehaving client: refused, and the participant stays.
-    send_json(&mut ws, candidate(20_000)).await;
+    // One more address is a misbehaving client: refused once, and the participant stays.
+    for port in 20_000..20_010 {
+        send_json(&mut ws, candidate(port)).await;
+    }
     let message = expect_error(&mut ws, "invalid_candidate").await;
-    assert!(message.contains("publish_offer"), "{message}");
+    assert!(message.contains("more than 16"), "{message}");
+    assert_alive(&mut ws).await;
+    // Addresses no client can have are refused each time: the server's own media port.
+    let own = format!(
+        "candidate:1 1 udp 1 127.0.0.1 {} typ host",
+        server.udp.port()
+    );
+    send_json(
+        &mut ws,
+        json!({"type": "candidate", "target": "subscriber", "candidate": {"candidate": own}}),
+    )
+    .await;
+    let message = expect_error(&mut ws, "invalid_candidate").await;
+    assert!(message.contains("not allowed"), "{message}");
     assert_alive(&mut ws).await;
     assert_eq!(server.router.room_count(), 1);
 }

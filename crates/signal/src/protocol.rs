@@ -301,6 +301,9 @@ pub enum ErrorCode {
     Forbidden,
     /// Another session joined with the same identity; this one is closed.
     DuplicateIdentity,
+    /// Too many of these too fast (re-offers, ICE restarts): the request was not acted on;
+    /// the message says the limit.
+    RateLimited,
     /// The server could not complete the request; nothing the client sent was wrong.
     Internal,
 }
@@ -318,6 +321,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::DuplicateIdentity => "duplicate_identity",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }

@@ -30,6 +30,7 @@ use switchyard_signal::Target;
 
 use super::egress::MediaSocket;
 use crate::error::Result;
+use crate::ice_policy::CandidateLimits;
 
 /// Media settings the server's config provides.
 #[derive(Debug, Clone)]
@@ -56,6 +57,10 @@ pub struct RtcSettings {
     pub nack_max_resends_per_second: u32,
     /// A packet resent less than this ago is not resent again for another NACK.
     pub nack_resend_interval: Duration,
+    /// Distinct remote candidate addresses per connection and ICE generation.
+    pub max_remote_candidates: usize,
+    /// Minimum time between two ICE restarts of one connection.
+    pub ice_restart_interval: Duration,
     /// Kernel receive and send buffer of the media socket, in bytes. Every participant's
     /// media shares this one socket: a small buffer overflows (the kernel drops datagrams,
     /// DTLS handshakes included) whenever the server falls a few milliseconds behind.
@@ -75,6 +80,8 @@ impl Default for RtcSettings {
             nack_max_packets_per_request: 256,
             nack_max_resends_per_second: 500,
             nack_resend_interval: Duration::from_millis(100),
+            max_remote_candidates: 16,
+            ice_restart_interval: Duration::from_secs(5),
             udp_buffer_bytes: 4 << 20,
         }
     }
@@ -331,6 +338,24 @@ impl RtcEngine {
 
     pub fn settings(&self) -> &RtcSettings {
         &self.settings
+    }
+
+    /// What a connection accepts of its client's candidates.
+    pub(crate) fn candidate_limits(&self) -> CandidateLimits {
+        let port = self.udp_addr.port();
+        CandidateLimits {
+            max_addresses: self.settings.max_remote_candidates,
+            restart_interval: self.settings.ice_restart_interval,
+            allow_loopback: self.settings.include_loopback,
+            own_addresses: std::iter::once(self.udp_addr)
+                .chain(
+                    self.settings
+                        .announce_ips
+                        .iter()
+                        .map(|ip| SocketAddr::new(*ip, port)),
+                )
+                .collect(),
+        }
     }
 
     pub(crate) fn media_socket(&self) -> Arc<MediaSocket> {

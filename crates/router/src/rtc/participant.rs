@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -31,6 +31,7 @@ use super::egress::Egress;
 use super::engine::RtcEngine;
 use super::uptrack::{LayerWish, Speakers, UpTrack, UpTrackConfig};
 use crate::error::{Result, RouterError};
+use crate::ice_policy::{sdp_ice_ufrag, CandidatePolicy};
 use crate::ids::{ParticipantId, TrackId};
 use crate::media::layers::layer_for_rid;
 use crate::media::speaker::AUDIO_LEVEL_URI;
@@ -41,9 +42,6 @@ use crate::SignalTx;
 /// that never trickle, such as aiortc, need them there). With the shared UDP port this
 /// completes at once; the bound only guards against a stuck gatherer.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
-/// Candidates kept per connection while its description has not come: a client trickles
-/// a handful; more is a misbehaving client, refused rather than buffered without bound.
-const MAX_EARLY_CANDIDATES: usize = 64;
 
 pub(crate) enum ParticipantCommand {
     /// `publish_offer`, `subscribe_answer` or `candidate` from the client.
@@ -157,8 +155,11 @@ struct Participant {
     activate_after_next_offer: Vec<TrackId>,
     /// In the offer that is out: forwarding starts once its answer binds them.
     activate_after_answer: Vec<TrackId>,
-    /// Client candidates that arrived before the description they belong to.
+    /// Client candidates that arrived before the description they belong to (admitted by
+    /// the connection's policy, so bounded like the rest).
     early_candidates: HashMap<Target, Vec<RTCIceCandidateInit>>,
+    /// Which remote candidates each connection takes, and its ICE restarts.
+    candidate_policies: HashMap<Target, CandidatePolicy>,
     _live: LiveGuard,
 }
 
@@ -211,6 +212,10 @@ impl Participant {
                 activate_after_next_offer: Vec::new(),
                 activate_after_answer: Vec::new(),
                 early_candidates: HashMap::new(),
+                candidate_policies: [Target::Publisher, Target::Subscriber]
+                    .into_iter()
+                    .map(|t| (t, CandidatePolicy::new(ctx.engine.candidate_limits())))
+                    .collect(),
                 _live: ctx.stats.live_guard(Live::Participants),
                 ctx,
             },
@@ -293,6 +298,7 @@ impl Participant {
         for meta in tracks {
             self.declared_sources.insert(meta.track_id, meta.source);
         }
+        let sdp = self.admit_description(Target::Publisher, &sdp)?;
         let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
         let publisher = self.publisher().await?;
@@ -344,6 +350,7 @@ impl Participant {
                 "no subscribe_offer is waiting for an answer",
             ));
         }
+        let sdp = self.admit_description(Target::Subscriber, &sdp)?;
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
         // On failure the offer stays pending, so the client can send a corrected answer.
@@ -362,10 +369,52 @@ impl Participant {
         Ok(())
     }
 
+    /// The client's description for `target` as it will be applied: an ICE restart in it
+    /// is refused if too soon after the last, and only the candidates the connection's
+    /// policy admits are kept (the client hears once if it sent too many).
+    fn admit_description(&mut self, target: Target, sdp: &str) -> Result<String> {
+        let policy = self.policy(target);
+        if let Some(ufrag) = sdp_ice_ufrag(sdp) {
+            let ufrag = ufrag.to_owned();
+            let restarted = policy
+                .on_description(&ufrag, Instant::now())
+                .map_err(|e| RouterError::RateLimited(e.to_string()))?;
+            if restarted {
+                tracing::info!(?target, "ICE restart");
+            }
+        }
+        let (sdp, refused) = policy.filter_sdp(sdp);
+        for e in refused {
+            self.send_error(
+                ErrorCode::InvalidCandidate,
+                format!("candidate ignored: {e}"),
+            );
+        }
+        Ok(sdp)
+    }
+
+    fn policy(&mut self, target: Target) -> &mut CandidatePolicy {
+        self.candidate_policies
+            .get_mut(&target)
+            .expect("a policy per connection, made with the participant")
+    }
+
     async fn on_candidate(&mut self, target: Target, candidate: IceCandidate) -> Result<()> {
         if candidate.candidate.is_empty() {
             // End of candidates: nothing to add.
             return Ok(());
+        }
+        let policy = self.policy(target);
+        match policy.admit(&candidate.candidate) {
+            Ok(true) => {}
+            // Already admitted: adding it again gains nothing.
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                return match policy.should_report(&e) {
+                    true => Err(RouterError::InvalidCandidate(e.to_string())),
+                    false => Ok(()),
+                }
+            }
         }
         let init = RTCIceCandidateInit {
             candidate: candidate.candidate,
@@ -376,17 +425,7 @@ impl Participant {
         let pc = match self.pc(target) {
             Some(pc) if pc.remote_description().await.is_some() => pc,
             _ => {
-                let early = self.early_candidates.entry(target).or_default();
-                if early.len() >= MAX_EARLY_CANDIDATES {
-                    let connection = match target {
-                        Target::Publisher => "publish_offer",
-                        Target::Subscriber => "subscribe_answer",
-                    };
-                    return Err(RouterError::InvalidCandidate(format!(
-                        "more than {MAX_EARLY_CANDIDATES} candidates before the {connection}"
-                    )));
-                }
-                early.push(init);
+                self.early_candidates.entry(target).or_default().push(init);
                 return Ok(());
             }
         };

@@ -126,7 +126,8 @@ pub async fn recv_type(ws: &mut Ws, type_name: &str, within: Duration) -> Value 
     }
 }
 
-fn client_api() -> API {
+/// A webrtc-rs API as the test clients use it: loopback only, its own UDP socket.
+pub fn client_api() -> API {
     let mut media = MediaEngine::default();
     media.register_default_codecs().expect("codecs");
     let registry =
@@ -595,6 +596,26 @@ impl RtcClient {
             .write_rtcp(&[packet])
             .await
             .expect("keyframe request sent");
+    }
+
+    /// The client's own addresses (local side of the selected ICE pair) of its publisher
+    /// and subscriber connections, once connected.
+    pub async fn media_addresses(&self) -> Vec<SocketAddr> {
+        let mut addresses = Vec::new();
+        for pc in [&self.publisher, &self.subscriber] {
+            let pair = pc
+                .sctp()
+                .transport()
+                .ice_transport()
+                .get_selected_candidate_pair()
+                .await;
+            if let Some(pair) = pair {
+                if let Ok(ip) = pair.local.address.parse::<std::net::IpAddr>() {
+                    addresses.push(SocketAddr::new(ip, pair.local.port));
+                }
+            }
+        }
+        addresses
     }
 
     /// Stops publishing media (the connections stay up).

@@ -116,45 +116,22 @@ impl UDPMuxDefault {
         Ok(UDPMuxConn::new(params))
     }
 
+    /// The connection a STUN message's USERNAME names (its first part is our local
+    /// ufrag), if it has one and it names a connection. Responses have no USERNAME.
+    /// Network input: nothing here logs above debug.
     async fn conn_from_stun_message(&self, buffer: &[u8], addr: &SocketAddr) -> Option<UDPMuxConn> {
-        let (result, message) = {
-            let mut m = STUNMessage::new();
-
-            (m.unmarshal_binary(buffer), m)
-        };
-
-        match result {
-            Err(err) => {
-                log::warn!("Failed to handle decode ICE from {addr}: {err}");
-                None
-            }
-            Ok(_) => {
-                let (attr, found) = message.attributes.get(ATTR_USERNAME);
-                if !found {
-                    log::warn!("No username attribute in STUN message from {}", &addr);
-                    return None;
-                }
-
-                let s = match String::from_utf8(attr.value) {
-                    // Per the RFC this shouldn't happen
-                    // https://datatracker.ietf.org/doc/html/rfc5389#section-15.3
-                    Err(err) => {
-                        log::warn!("Failed to decode USERNAME from STUN message as UTF-8: {err}");
-                        return None;
-                    }
-                    Ok(s) => s,
-                };
-
-                let conns = self.conns.lock().await;
-                let conn = s
-                    .split(':')
-                    .next()
-                    .and_then(|ufrag| conns.get(ufrag))
-                    .cloned();
-
-                conn
-            }
+        let mut message = STUNMessage::new();
+        if let Err(err) = message.unmarshal_binary(buffer) {
+            log::debug!("Failed to decode STUN from {addr}: {err}");
+            return None;
         }
+        let (attr, found) = message.attributes.get(ATTR_USERNAME);
+        if !found {
+            return None;
+        }
+        let username = std::str::from_utf8(&attr.value).ok()?;
+        let ufrag = username.split(':').next()?;
+        self.conns.lock().await.get(ufrag).cloned()
     }
 
     fn start_conn_worker(self: Arc<Self>, mut closed_watch_rx: watch::Receiver<()>) {
@@ -169,8 +146,9 @@ impl UDPMuxDefault {
                     res = conn.recv_from(&mut buffer) => {
                         match res {
                             Ok((len, addr)) => {
-                                // Find connection based on previously having seen this source address
-                                let conn = {
+                                let datagram = &buffer[..len];
+                                // The connection that owns this source address...
+                                let owner = {
                                     let address_map = loop_self
                                         .address_map
                                         .read();
@@ -178,14 +156,17 @@ impl UDPMuxDefault {
                                     address_map.get(&addr).cloned()
                                 };
 
-                                let conn = match conn {
-                                    // If we couldn't find the connection based on source address, see if
-                                    // this is a STUN message and if so if we can find the connection based on ufrag.
-                                    None if is_stun_message(&buffer) => {
-                                        loop_self.conn_from_stun_message(&buffer, &addr).await
+                                // ... unless it is a STUN request naming another one by its
+                                // ufrag: that connection's agent checks it (and, answering
+                                // it, takes the address over). Otherwise a remote candidate
+                                // naming this address could keep its real peer away.
+                                let conn = if is_stun_message(datagram) {
+                                    match loop_self.conn_from_stun_message(datagram, &addr).await {
+                                        Some(named) => Some(named),
+                                        None => owner,
                                     }
-                                    s @ Some(_) => s,
-                                    _ => None,
+                                } else {
+                                    owner
                                 };
 
                                 match conn {
@@ -193,8 +174,8 @@ impl UDPMuxDefault {
                                         log::trace!("Dropping packet from {}", &addr);
                                     }
                                     Some(conn) => {
-                                        if let Err(err) = conn.write_packet(&buffer[..len], addr).await {
-                                            log::error!("Failed to write packet: {err}");
+                                        if let Err(err) = conn.write_packet(datagram, addr).await {
+                                            log::debug!("Failed to write packet: {err}");
                                         }
                                     }
                                 }
@@ -302,27 +283,39 @@ impl UDPMux for UDPMuxDefault {
 
 #[async_trait]
 impl UDPMuxWriter for UDPMuxDefault {
-    async fn register_conn_for_address(&self, conn: &UDPMuxConn, addr: SocketAddr) {
+    async fn register_conn_for_address(
+        &self,
+        conn: &UDPMuxConn,
+        addr: SocketAddr,
+        take_over: bool,
+    ) -> bool {
         if self.is_closed().await {
-            return;
+            return false;
         }
 
         let key = conn.key();
         {
             let mut addresses = self.address_map.write();
 
-            addresses
-                .entry(addr)
-                .and_modify(|e| {
-                    if e.key() != key {
-                        e.remove_address(&addr);
-                        *e = conn.clone();
+            match addresses.entry(addr) {
+                std::collections::hash_map::Entry::Occupied(mut owner) => {
+                    if owner.get().key() != key {
+                        if !take_over {
+                            log::debug!("{addr} stays with {}, not {key}", owner.get().key());
+                            return false;
+                        }
+                        owner.get().remove_address(&addr);
+                        owner.insert(conn.clone());
                     }
-                })
-                .or_insert_with(|| conn.clone());
+                }
+                std::collections::hash_map::Entry::Vacant(free) => {
+                    free.insert(conn.clone());
+                }
+            }
         }
 
         log::debug!("Registered {addr} for {key}");
+        true
     }
 
     async fn send_to(&self, buf: &[u8], target: &SocketAddr) -> Result<usize, Error> {

@@ -15,8 +15,14 @@ use super::{normalize_socket_addr, RECEIVE_MTU};
 /// A trait for a [`UDPMuxConn`] to communicate with an UDP mux.
 #[async_trait]
 pub trait UDPMuxWriter {
-    /// Registers an address for the given connection.
-    async fn register_conn_for_address(&self, conn: &UDPMuxConn, addr: SocketAddr);
+    /// Registers an address for the given connection. An address another connection
+    /// owns is taken over only with `take_over`; returns whether `conn` owns it now.
+    async fn register_conn_for_address(
+        &self,
+        conn: &UDPMuxConn,
+        addr: SocketAddr,
+        take_over: bool,
+    ) -> bool;
     /// Sends the content of the buffer to the given target.
     ///
     /// Returns the number of bytes sent or an error, if any.
@@ -119,11 +125,17 @@ impl UDPMuxConn {
         self.inner.get_addresses()
     }
 
-    /// Registers a new address for this connection.
-    pub async fn add_address(&self, addr: SocketAddr) {
-        self.inner.add_address(addr);
-        if let Some(mux) = self.inner.params.udp_mux.upgrade() {
-            mux.register_conn_for_address(self, addr).await;
+    /// Registers a new address for this connection, unless another connection owns it
+    /// and `take_over` is false; returns whether this connection owns it now.
+    pub async fn add_address(&self, addr: SocketAddr, take_over: bool) -> bool {
+        let Some(mux) = self.inner.params.udp_mux.upgrade() else {
+            return false;
+        };
+        if mux.register_conn_for_address(self, addr, take_over).await {
+            self.inner.add_address(addr);
+            true
+        } else {
+            false
         }
     }
 
@@ -285,8 +297,15 @@ impl Conn for UDPMuxConn {
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> ConnResult<usize> {
         let normalized_target = normalize_socket_addr(&target, &self.inner.params.local_addr);
 
+        // Sending to an address claims it for this connection's incoming packets only if
+        // no other connection has it: a remote candidate naming someone else's address
+        // (any client may send any candidate) must not divert that peer's media here.
+        // Answering a binding request with success is different: the agent checked the
+        // request's MESSAGE-INTEGRITY with this connection's password, so the peer at that
+        // address now speaks to this connection (an ICE restart, a client port reused).
         if !self.contains_address(&normalized_target) {
-            self.add_address(normalized_target).await;
+            let take_over = is_binding_success(buf);
+            self.add_address(normalized_target, take_over).await;
         }
 
         self.inner.send_to(buf, &normalized_target).await
@@ -308,6 +327,12 @@ impl Conn for UDPMuxConn {
     fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
         self
     }
+}
+
+/// Whether `buf` is a STUN Binding success response (RFC 8489: message type 0x0101 and the
+/// magic cookie).
+fn is_binding_success(buf: &[u8]) -> bool {
+    buf.len() >= 20 && buf[0..2] == [0x01, 0x01] && buf[4..8] == [0x21, 0x12, 0xa4, 0x42]
 }
 
 #[inline(always)]

@@ -1,0 +1,263 @@
+//! ICE candidates cannot aim the server at third parties: a client that names another
+//! participant's address (with ICE restarts, over and over) does not disturb that
+//! participant's media, and 10,000 trickled candidates make the server send a bounded
+//! number of connectivity checks.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{
+    client_api, dev_token, recv_type, send_json, wait_until, RtcClient, TestServer, TestServerExt,
+    Ws,
+};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
+
+/// A participant that signals by hand: a real webrtc-rs publisher connection, so its
+/// offers (and ICE restarts) are genuine, and whatever candidates it likes.
+struct Mallory {
+    ws: Ws,
+    pc: Arc<RTCPeerConnection>,
+}
+
+impl Mallory {
+    async fn join(server: &TestServer, room: &str) -> Mallory {
+        let mut ws = server.connect().await;
+        send_json(
+            &mut ws,
+            json!({"type": "join", "room": room, "name": "mallory", "token": dev_token(room, "mallory")}),
+        )
+        .await;
+        recv_type(&mut ws, "joined", Duration::from_secs(5)).await;
+        let pc = Arc::new(
+            client_api()
+                .new_peer_connection(RTCConfiguration::default())
+                .await
+                .unwrap(),
+        );
+        pc.add_transceiver_from_kind(RTPCodecType::Video, None)
+            .await
+            .unwrap();
+        Mallory { ws, pc }
+    }
+
+    /// Sends a publish_offer (an ICE restart when `restart`) naming `targets` in its SDP.
+    async fn offer(&mut self, restart: bool, targets: &[SocketAddr]) {
+        let options = restart.then(|| RTCOfferOptions {
+            ice_restart: true,
+            ..Default::default()
+        });
+        let offer = self.pc.create_offer(options).await.unwrap();
+        let mut gathered = self.pc.gathering_complete_promise().await;
+        self.pc.set_local_description(offer).await.unwrap();
+        let _ = gathered.recv().await;
+        let mut sdp = self.pc.local_description().await.unwrap().sdp;
+        for (i, target) in targets.iter().enumerate() {
+            sdp.push_str(&candidate_line(i, *target));
+            sdp.push_str("\r\n");
+        }
+        send_json(&mut self.ws, json!({"type": "publish_offer", "sdp": sdp})).await;
+    }
+
+    async fn trickle(&mut self, index: usize, target: SocketAddr) {
+        send_json(
+            &mut self.ws,
+            json!({"type": "candidate", "target": "publisher",
+                   "candidate": {"candidate": &candidate_line(index, target)[2..]}}),
+        )
+        .await;
+    }
+
+    /// Reads whatever the server sent (answers, errors), applying answers.
+    async fn drain(&mut self) -> Vec<Value> {
+        let mut seen = Vec::new();
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_millis(5), self.ws.next()).await
+        {
+            let Ok(text) = message.into_text() else {
+                continue;
+            };
+            let Ok(m) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            if m["type"] == "publish_answer" {
+                let answer = webrtc::peer_connection::sdp::session_description::RTCSessionDescription::answer(
+                    m["sdp"].as_str().unwrap().to_owned(),
+                )
+                .unwrap();
+                let _ = self.pc.set_remote_description(answer).await;
+            }
+            seen.push(m);
+        }
+        seen
+    }
+}
+
+/// An `a=candidate` line for `target` with priority high enough to be checked first.
+fn candidate_line(index: usize, target: SocketAddr) -> String {
+    format!(
+        "a=candidate:{} 1 udp 2130706431 {} {} typ host",
+        9000 + index,
+        target.ip(),
+        target.port()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn naming_another_participants_address_does_not_disturb_its_media() {
+    // Restarts as often as the attacker likes: what protects the victims here is that a
+    // check sent to an address does not divert that address's packets.
+    let server =
+        TestServer::start_with(&[("SWITCHYARD_RTC_ICE_RESTART_MIN_INTERVAL_MS", "0")]).await;
+    let alice = RtcClient::join(&server, "victims", "alice").await;
+    let bob = RtcClient::join(&server, "victims", "bob").await;
+    wait_until("media flows both ways", Duration::from_secs(20), || {
+        alice.count(&bob.id, "bob-mic") > 20 && bob.count(&alice.id, "alice-mic") > 20
+    })
+    .await;
+    let mut victims = alice.media_addresses().await;
+    victims.extend(bob.media_addresses().await);
+    assert_eq!(victims.len(), 4, "both connections of both: {victims:?}");
+
+    // Mallory names all four, in her offers and trickled, restarting ICE every 1.5 s.
+    let mut mallory = Mallory::join(&server, "victims").await;
+    let start = Instant::now();
+    // The microphones send every 20 ms: a stall shows within a few packets.
+    let mut last = (
+        alice.count(&bob.id, "bob-mic"),
+        bob.count(&alice.id, "alice-mic"),
+    );
+    let mut last_progress = [Instant::now(); 2];
+    let mut longest_stall = [Duration::ZERO; 2];
+    let mut offers = 0;
+    let mut next_offer = Instant::now();
+    while start.elapsed() < Duration::from_secs(9) {
+        if Instant::now() >= next_offer {
+            mallory.offer(offers > 0, &victims).await;
+            for (i, target) in victims.iter().enumerate() {
+                mallory.trickle(i, *target).await;
+            }
+            offers += 1;
+            next_offer += Duration::from_millis(1500);
+        }
+        mallory.drain().await;
+        let now = (
+            alice.count(&bob.id, "bob-mic"),
+            bob.count(&alice.id, "alice-mic"),
+        );
+        for (i, (n, l)) in [(now.0, last.0), (now.1, last.1)].into_iter().enumerate() {
+            if n > l {
+                last_progress[i] = Instant::now();
+            }
+            longest_stall[i] = longest_stall[i].max(last_progress[i].elapsed());
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "{offers} offers; longest stalls: alice {:?}, bob {:?}",
+        longest_stall[0], longest_stall[1]
+    );
+    assert!(offers >= 6, "{offers} offers");
+    assert!(
+        longest_stall
+            .iter()
+            .all(|s| *s < Duration::from_millis(500)),
+        "the victims' audio stalled: alice {:?}, bob {:?}",
+        longest_stall[0],
+        longest_stall[1]
+    );
+    assert!(!alice.saw(|m| m["type"] == "participant_left" && m["participant_id"] == bob.id));
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_trickled_candidates_cost_a_bounded_number_of_checks() {
+    let server = TestServer::start().await;
+    // Where the candidates point: a socket that counts what the server sends it.
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = sink.local_addr().unwrap();
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
+    let sink_task = tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while sink.recv_from(&mut buf).await.is_ok() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+
+    let mut mallory = Mallory::join(&server, "flood").await;
+    mallory.offer(false, &[]).await;
+    let mut errors = 0;
+    for i in 0..10_000usize {
+        // Half name the sink itself, half its neighbours' ports.
+        let aim = if i % 2 == 0 {
+            target
+        } else {
+            SocketAddr::new(target.ip(), 20_000 + (i % 20_000) as u16)
+        };
+        mallory.trickle(i, aim).await;
+        if i % 500 == 0 {
+            errors += mallory
+                .drain()
+                .await
+                .iter()
+                .filter(|m| m["type"] == "error")
+                .count();
+        }
+    }
+    // Long enough for every admitted pair to use up its checks (webrtc-ice: 7 each,
+    // 200 ms apart).
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(6) {
+        errors += mallory
+            .drain()
+            .await
+            .iter()
+            .filter(|m| m["type"] == "error")
+            .count();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let checks = received.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("10,000 candidates: {checks} datagrams to the named address, {errors} error(s)");
+    assert!(checks > 0, "the first candidate is checked like any other");
+    assert!(checks <= 20, "{checks} datagrams to one address");
+    assert_eq!(errors, 1, "told once that it is over the limit");
+    // The server still serves everyone else.
+    let (status, _) = server.http("GET", "/healthz", None, None).await;
+    assert_eq!(status, 200);
+    sink_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ice_restarts_are_rate_limited() {
+    let server = TestServer::start().await;
+    let mut mallory = Mallory::join(&server, "restarts").await;
+    mallory.offer(false, &[]).await;
+    let mut answers = 0;
+    let mut refused = Vec::new();
+    for _ in 0..5 {
+        mallory.offer(true, &[]).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for m in mallory.drain().await {
+            if m["type"] == "publish_answer" {
+                answers += 1;
+            } else if m["code"] == "rate_limited" {
+                refused.push(m["message"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    // The first offer and the first restart are answered; the next four, within 5 s of
+    // it, are refused, each saying why.
+    assert_eq!(answers, 2, "{refused:?}");
+    assert_eq!(refused.len(), 4);
+    assert!(refused[0].contains("one every 5s"), "{}", refused[0]);
+}
