@@ -36,8 +36,10 @@ impl Mallory {
         )
         .await;
         recv_type(&mut ws, "joined", Duration::from_secs(5)).await;
+        // (The API's socket stays open for the rest of this short test.)
         let pc = Arc::new(
             client_api()
+                .0
                 .new_peer_connection(RTCConfiguration::default())
                 .await
                 .unwrap(),

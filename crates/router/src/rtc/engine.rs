@@ -11,12 +11,14 @@ use webrtc::api::media_engine::{
 };
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
+use webrtc::dtls_transport::RTCDtlsTransport;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
 use webrtc::ice::udp_network::UDPNetwork;
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
 use webrtc::interceptor::nack::generator::Generator;
+use webrtc::interceptor::noop::NoOp;
 use webrtc::interceptor::registry::Registry;
 use webrtc::interceptor::report::receiver::ReceiverReport;
 use webrtc::peer_connection::configuration::RTCConfiguration;
@@ -24,7 +26,9 @@ use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_codec::{
     RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType,
 };
+use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::rtp_transceiver::RTCPFeedback;
+use webrtc::track::track_local::TrackLocal;
 
 use switchyard_signal::Target;
 
@@ -372,6 +376,20 @@ impl RtcEngine {
         // The server never gathers through STUN/TURN: its candidates are its own addresses.
         let pc = api.new_peer_connection(RTCConfiguration::default()).await?;
         Ok(Arc::new(pc))
+    }
+
+    /// A sender for `track` on a subscriber connection whose DTLS transport is `transport`,
+    /// for a transceiver being reused (subscriber connections have no interceptors).
+    pub(crate) async fn new_subscriber_sender(
+        &self,
+        track: Arc<dyn TrackLocal + Send + Sync>,
+        transport: Arc<RTCDtlsTransport>,
+    ) -> Arc<RTCRtpSender> {
+        Arc::new(
+            self.subscriber_api
+                .new_rtp_sender(Some(track), transport, Arc::new(NoOp))
+                .await,
+        )
     }
 
     /// Stops the shared socket; call after every peer connection is closed.

@@ -16,8 +16,10 @@ use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit}
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
-use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
+use webrtc::rtp_transceiver::{RTCRtpTransceiver, RTCRtpTransceiverInit};
+use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_remote::TrackRemote;
 
 use switchyard_signal::{
@@ -155,6 +157,14 @@ struct Participant {
     activate_after_next_offer: Vec<TrackId>,
     /// In the offer that is out: forwarding starts once its answer binds them.
     activate_after_answer: Vec<TrackId>,
+    /// Transceivers whose track was unsubscribed, waiting for an offer that says so.
+    freed_after_next_offer: Vec<Arc<RTCRtpTransceiver>>,
+    /// In the offer that is out as inactive: reusable once it is answered.
+    freed_after_answer: Vec<Arc<RTCRtpTransceiver>>,
+    /// Negotiated inactive: the next subscription of their kind reuses one rather than
+    /// adding an m-section (a subscriber connection would otherwise grow by one section
+    /// per track ever received, and its answers past the signaling message limit).
+    free_transceivers: Vec<Arc<RTCRtpTransceiver>>,
     /// Client candidates that arrived before the description they belong to (admitted by
     /// the connection's policy, so bounded like the rest).
     early_candidates: HashMap<Target, Vec<RTCIceCandidateInit>>,
@@ -211,6 +221,9 @@ impl Participant {
                 needs_offer: false,
                 activate_after_next_offer: Vec::new(),
                 activate_after_answer: Vec::new(),
+                freed_after_next_offer: Vec::new(),
+                freed_after_answer: Vec::new(),
+                free_transceivers: Vec::new(),
                 early_candidates: HashMap::new(),
                 candidate_policies: [Target::Publisher, Target::Subscriber]
                     .into_iter()
@@ -359,6 +372,7 @@ impl Participant {
             .await
             .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
         self.awaiting_answer = false;
+        self.free_transceivers.append(&mut self.freed_after_answer);
         self.flush_early_candidates(Target::Subscriber).await;
         // The senders are bound now: what is forwarded from here on reaches the subscriber.
         for track in std::mem::take(&mut self.activate_after_answer) {
@@ -559,17 +573,39 @@ impl Participant {
             uptrack.id.to_string(),
             uptrack.publisher.to_string(),
         ));
-        let transceiver = self
-            .subscriber
-            .add_transceiver_from_track(
-                local.clone(),
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Sendonly,
-                    send_encodings: vec![],
-                }),
-            )
-            .await?;
-        let sender = transceiver.sender().await;
+        let reusable = self
+            .free_transceivers
+            .iter()
+            .position(|t| t.kind() == local.kind());
+        let sender = match reusable {
+            Some(index) => {
+                // Its old sender was stopped with the old track; a fresh one sends the new
+                // track under a new SSRC and msid in the same m-section.
+                let transceiver = self.free_transceivers.swap_remove(index);
+                let sender = self
+                    .ctx
+                    .engine
+                    .new_subscriber_sender(local.clone(), self.subscriber.sctp().transport())
+                    .await;
+                transceiver
+                    .set_sender_track(sender.clone(), Some(local.clone()))
+                    .await?;
+                sender
+            }
+            None => {
+                let transceiver = self
+                    .subscriber
+                    .add_transceiver_from_track(
+                        local.clone(),
+                        Some(RTCRtpTransceiverInit {
+                            direction: RTCRtpTransceiverDirection::Sendonly,
+                            send_encodings: vec![],
+                        }),
+                    )
+                    .await?;
+                transceiver.sender().await
+            }
+        };
         let downtrack = DownTrack::start(
             uptrack.clone(),
             self.ctx.id.clone(),
@@ -597,8 +633,20 @@ impl Participant {
         let sender = downtrack.sender.clone();
         downtrack.stop(&self.ctx.id);
         self.subscriber.remove_track(&sender).await?;
+        if let Some(transceiver) = self.transceiver_of(&sender).await {
+            self.freed_after_next_offer.push(transceiver);
+        }
         self.needs_offer = true;
         Ok(())
+    }
+
+    async fn transceiver_of(&self, sender: &Arc<RTCRtpSender>) -> Option<Arc<RTCRtpTransceiver>> {
+        for transceiver in self.subscriber.get_transceivers().await {
+            if Arc::ptr_eq(&transceiver.sender().await, sender) {
+                return Some(transceiver);
+            }
+        }
+        None
     }
 
     /// Offers the subscriber connection's new shape, one offer at a time: changes made
@@ -615,6 +663,8 @@ impl Participant {
         // Only tracks in this offer get bound by its answer; later ones wait for theirs.
         self.activate_after_answer
             .append(&mut self.activate_after_next_offer);
+        self.freed_after_answer
+            .append(&mut self.freed_after_next_offer);
         self.send(ServerMessage::SubscribeOffer { sdp });
         Ok(())
     }

@@ -126,8 +126,9 @@ pub async fn recv_type(ws: &mut Ws, type_name: &str, within: Duration) -> Value 
     }
 }
 
-/// A webrtc-rs API as the test clients use it: loopback only, its own UDP socket.
-pub fn client_api() -> API {
+/// A webrtc-rs API as the test clients use it: loopback only, its own UDP socket (close the
+/// mux when done with it: its reader task holds the socket open otherwise).
+pub fn client_api() -> (API, Arc<UDPMuxDefault>) {
     let mut media = MediaEngine::default();
     media.register_default_codecs().expect("codecs");
     let registry =
@@ -147,14 +148,14 @@ pub fn client_api() -> API {
     let socket =
         switchyard_router::rtc::engine::bind_media_socket("127.0.0.1:0".parse().unwrap(), 4 << 20)
             .expect("client socket");
-    settings.set_udp_network(UDPNetwork::Muxed(UDPMuxDefault::new(UDPMuxParams::new(
-        socket,
-    ))));
-    APIBuilder::new()
+    let mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
+    settings.set_udp_network(UDPNetwork::Muxed(mux.clone()));
+    let api = APIBuilder::new()
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
-        .build()
+        .build();
+    (api, mux)
 }
 
 /// Packets received per (publishing participant id, track id).
@@ -266,6 +267,7 @@ pub struct RtcClient {
     raw_video: Arc<RawWriter>,
     publisher: Arc<RTCPeerConnection>,
     subscriber: Arc<RTCPeerConnection>,
+    muxes: [Arc<UDPMuxDefault>; 2],
     tasks: Vec<JoinHandle<()>>,
     /// The synthetic microphone and camera.
     media_tasks: Vec<JoinHandle<()>>,
@@ -314,14 +316,16 @@ impl RtcClient {
 
         // One API (and so one socket) per connection, as a browser has: the server tells
         // its connections apart by the client's address.
+        let (publisher_api, publisher_mux) = client_api();
+        let (subscriber_api, subscriber_mux) = client_api();
         let publisher = Arc::new(
-            client_api()
+            publisher_api
                 .new_peer_connection(RTCConfiguration::default())
                 .await
                 .unwrap(),
         );
         let subscriber = Arc::new(
-            client_api()
+            subscriber_api
                 .new_peer_connection(RTCConfiguration::default())
                 .await
                 .unwrap(),
@@ -446,6 +450,7 @@ impl RtcClient {
             raw_video: Arc::default(),
             publisher,
             subscriber,
+            muxes: [publisher_mux, subscriber_mux],
             tasks: vec![writer, reader],
             media_tasks: Vec::new(),
         };
@@ -639,6 +644,10 @@ impl RtcClient {
         }
         let _ = self.publisher.close().await;
         let _ = self.subscriber.close().await;
+        for mux in &self.muxes {
+            use webrtc::ice::udp_mux::UDPMux;
+            let _ = mux.close().await;
+        }
     }
 }
 
