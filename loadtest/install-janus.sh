@@ -17,4 +17,7 @@ if [[ "$(id -u)" -ne 0 ]]; then
 fi
 apt-get update -q
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
-janus --version | head -1
+# Not `janus --version | head -1`: with pipefail, janus dying of SIGPIPE when head has
+# read its line fails the install.
+version="$(janus --version 2>/dev/null || true)"
+echo "${version%%$'\n'*}"

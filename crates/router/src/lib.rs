@@ -35,7 +35,7 @@ pub use room_state::{Joiner, Permissions};
 pub use rtc::engine::{RtcEngine, RtcSettings};
 
 use room::{AdminCommand, RoomCommand, RoomHandle};
-use rtc::participant::{ParticipantCommand, ParticipantTx};
+use rtc::participant::ParticipantTx;
 
 /// Where the router sends a participant's signaling messages (its session drains it).
 pub type SignalTx = mpsc::Sender<ServerMessage>;
@@ -355,32 +355,33 @@ impl ParticipantSession {
     }
 
     /// Acts on a message from this participant's client (after `join`). Answers and errors
-    /// arrive through the session's signal channel.
-    pub fn handle(&self, message: ClientMessage) {
+    /// arrive through the session's signal channel. `Err` when the participant's queue is
+    /// full: the client sends faster than the server handles; the session should close.
+    pub fn handle(&self, message: ClientMessage) -> std::result::Result<(), QueueFull> {
         match message {
-            ClientMessage::Mute { track_id, muted } => {
-                let _ = self.room.tx.send(RoomCommand::Mute {
-                    id: self.id.clone(),
-                    track: TrackId::new(track_id),
-                    muted,
-                });
-            }
             ClientMessage::Leave {} => {
                 let _ = self.room.tx.send(RoomCommand::Leave {
                     id: self.id.clone(),
                 });
-            }
-            other @ (ClientMessage::PublishOffer { .. }
-            | ClientMessage::SubscribeAnswer { .. }
-            | ClientMessage::Candidate { .. }
-            | ClientMessage::UpdateSubscription { .. }) => {
-                let _ = self.actor.send(ParticipantCommand::Signal(other));
+                Ok(())
             }
             // The session answers these itself.
-            ClientMessage::Join { .. } | ClientMessage::Ping {} => {}
+            ClientMessage::Join { .. } | ClientMessage::Ping {} => Ok(()),
+            other => match self.actor.try_send_client(other) {
+                true => Ok(()),
+                false => Err(QueueFull),
+            },
         }
     }
 }
+
+/// A participant's queue of client messages is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "more than {} messages waiting for this participant",
+    rtc::participant::CLIENT_QUEUE
+)]
+pub struct QueueFull;
 
 impl Drop for ParticipantSession {
     fn drop(&mut self) {

@@ -11,7 +11,7 @@ use switchyard_router::{Joiner, Permissions};
 use switchyard_signal::token::{
     mint, unix_now, ApiKeys, Claims, Grant, DEV_API_KEY, DEV_API_SECRET,
 };
-use switchyard_signal::ErrorCode;
+use switchyard_signal::{validate_display_name, validate_identity, ErrorCode, SessionLimits};
 
 use crate::AppState;
 
@@ -29,6 +29,7 @@ pub fn authorize_join(
     token: Option<&str>,
     room: &str,
     name: &str,
+    limits: &SessionLimits,
     now: u64,
 ) -> Result<Joiner, JoinRefused> {
     let unauthorized = |message: String| JoinRefused {
@@ -49,11 +50,19 @@ pub fn authorize_join(
     if claims.sub.is_empty() {
         return Err(unauthorized("the token has no identity (`sub`)".into()));
     }
+    // Claims reach every participant's screen and the logs: the same rules as typed names.
+    validate_identity(&claims.sub, limits.max_identity_bytes)
+        .map_err(|e| unauthorized(format!("the token's identity (`sub`) {e}")))?;
+    let name = match claims.name.filter(|n| !n.trim().is_empty()) {
+        Some(claimed) => {
+            validate_display_name(&claimed, limits.max_display_name_bytes)
+                .map_err(|e| unauthorized(format!("the token's `name` {e}")))?;
+            claimed
+        }
+        None => name.to_owned(),
+    };
     Ok(Joiner {
-        name: claims
-            .name
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| name.to_owned()),
+        name,
         identity: claims.sub,
         permissions: Permissions {
             can_publish: claims.grant.can_publish,
@@ -89,6 +98,22 @@ pub async fn dev_token(
         )
             .into_response();
     };
+    let limits = app.config.session_limits();
+    let name = query.name.filter(|n| !n.trim().is_empty());
+    let checked = validate_identity(&identity, limits.max_identity_bytes)
+        .map_err(|e| format!("`identity` {e}"))
+        .and_then(|()| match &name {
+            Some(name) => validate_display_name(name, limits.max_display_name_bytes)
+                .map_err(|e| format!("`name` {e}")),
+            None => Ok(()),
+        });
+    if let Err(message) = checked {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": {"code": "bad_request", "message": message}})),
+        )
+            .into_response();
+    }
     let mut claims = Claims::new(
         DEV_API_KEY,
         &identity,
@@ -96,7 +121,7 @@ pub async fn dev_token(
         app.config.auth.dev_token_ttl_secs,
     )
     .with_grant(Grant::join(room.clone()));
-    claims.name = query.name.filter(|n| !n.trim().is_empty());
+    claims.name = name;
     let token = mint(&claims, DEV_API_SECRET);
     Json(serde_json::json!({
         "token": token,
@@ -130,6 +155,7 @@ mod tests {
             Some(&token(Grant::join("r"), Some("Ada L."))),
             "r",
             "typed",
+            &SessionLimits::default(),
             NOW,
         )
         .unwrap();
@@ -141,6 +167,7 @@ mod tests {
             Some(&token(Grant::join("r"), None)),
             "r",
             "typed",
+            &SessionLimits::default(),
             NOW,
         )
         .unwrap();
@@ -152,8 +179,15 @@ mod tests {
             can_publish: false,
             ..Grant::join("r")
         };
-        let joiner =
-            authorize_join(&keys(), Some(&token(no_publish, None)), "r", "x", NOW).unwrap();
+        let joiner = authorize_join(
+            &keys(),
+            Some(&token(no_publish, None)),
+            "r",
+            "x",
+            &SessionLimits::default(),
+            NOW,
+        )
+        .unwrap();
         assert!(!joiner.permissions.can_publish && joiner.permissions.can_subscribe);
     }
 
@@ -178,7 +212,15 @@ mod tests {
             (Some("garbage".to_owned()), "not a well-formed JWT"),
         ];
         for (token, why) in cases {
-            let e = authorize_join(&keys(), token.as_deref(), "r", "x", NOW).unwrap_err();
+            let e = authorize_join(
+                &keys(),
+                token.as_deref(),
+                "r",
+                "x",
+                &SessionLimits::default(),
+                NOW,
+            )
+            .unwrap_err();
             assert_eq!(e.code, ErrorCode::Unauthorized);
             assert!(e.message.contains(why), "{} / {why}", e.message);
         }
@@ -187,9 +229,35 @@ mod tests {
             Some(&token(Grant::join("r"), None)),
             "r",
             "x",
+            &SessionLimits::default(),
             NOW + 61,
         )
         .unwrap_err();
         assert!(expired.message.contains("expired"), "{}", expired.message);
+    }
+
+    #[test]
+    fn claims_obey_the_rules_of_typed_names() {
+        let limits = SessionLimits::default();
+        let signed = |identity: &str, name: Option<&str>| {
+            let mut claims = Claims::new("k", identity, NOW, 60).with_grant(Grant::join("r"));
+            claims.name = name.map(str::to_owned);
+            mint(&claims, &"s".repeat(32))
+        };
+        let refused = [
+            signed("ada", Some(&"x".repeat(40_000))),
+            signed("ada", Some("Ada\nadmin joined")),
+            signed("ada", Some("\u{1b}[2J\u{1b}[31mAda")),
+            signed("ada\nfake log line", None),
+            signed("a\u{1b}[0m", None),
+            signed(&"a".repeat(129), None),
+        ];
+        for token in refused {
+            let e = authorize_join(&keys(), Some(&token), "r", "typed", &limits, NOW).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unauthorized);
+            assert!(e.message.contains("the token's"), "{}", e.message);
+        }
+        let fine = signed("ada@example.org", Some("Ada L."));
+        assert!(authorize_join(&keys(), Some(&fine), "r", "typed", &limits, NOW).is_ok());
     }
 }

@@ -53,6 +53,7 @@ pub struct RtcConfig {
     pub nack_resend_interval_ms: u64,
     pub max_remote_candidates: usize,
     pub ice_restart_min_interval_ms: u64,
+    pub max_publish_sections: usize,
     pub udp_buffer_bytes: usize,
     pub ice_servers: Vec<IceServer>,
 }
@@ -63,6 +64,12 @@ pub struct SignalConfig {
     pub max_message_bytes: usize,
     pub max_room_name_bytes: usize,
     pub max_display_name_bytes: usize,
+    pub max_identity_bytes: usize,
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+    pub publish_offers_per_minute: u32,
+    pub publish_offer_burst: u32,
+    pub join_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +155,8 @@ impl std::fmt::Debug for MetricsConfig {
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub level: String,
+    pub lines_per_second: u32,
+    pub line_burst: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,11 +246,23 @@ impl Config {
                 "must be at least 1024 (an SDP needs room)",
             );
         }
-        if self.signal.max_room_name_bytes == 0 || self.signal.max_display_name_bytes == 0 {
+        if self.signal.max_room_name_bytes == 0
+            || self.signal.max_display_name_bytes == 0
+            || self.signal.max_identity_bytes == 0
+        {
             return invalid(
                 "signal.max_room_name_bytes",
                 "name limits must be at least 1",
             );
+        }
+        if self.signal.messages_per_second == 0 || self.signal.message_burst == 0 {
+            return invalid("signal.messages_per_second", "must be at least 1");
+        }
+        if self.signal.publish_offers_per_minute == 0 || self.signal.publish_offer_burst == 0 {
+            return invalid("signal.publish_offers_per_minute", "must be at least 1");
+        }
+        if self.signal.join_timeout_ms == 0 {
+            return invalid("signal.join_timeout_ms", "must be at least 1");
         }
         if self.room.max_participants == 0 {
             return invalid("room.max_participants", "must be at least 1");
@@ -263,6 +284,9 @@ impl Config {
         }
         if !(1..=256).contains(&self.rtc.max_remote_candidates) {
             return invalid("rtc.max_remote_candidates", "must be from 1 to 256");
+        }
+        if !(1..=256).contains(&self.rtc.max_publish_sections) {
+            return invalid("rtc.max_publish_sections", "must be from 1 to 256");
         }
         for server in &self.rtc.ice_servers {
             if server.urls.is_empty() {
@@ -302,6 +326,9 @@ impl Config {
                 "must be printable ASCII without spaces",
             );
         }
+        if self.log.lines_per_second == 0 || self.log.line_burst == 0 {
+            return invalid("log.lines_per_second", "must be at least 1");
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &e.to_string());
         }
@@ -334,6 +361,11 @@ impl Config {
             max_message_bytes: self.signal.max_message_bytes,
             max_room_name_bytes: self.signal.max_room_name_bytes,
             max_display_name_bytes: self.signal.max_display_name_bytes,
+            max_identity_bytes: self.signal.max_identity_bytes,
+            messages_per_second: self.signal.messages_per_second,
+            message_burst: self.signal.message_burst,
+            publish_offers_per_minute: self.signal.publish_offers_per_minute,
+            publish_offer_burst: self.signal.publish_offer_burst,
         }
     }
 
@@ -351,6 +383,7 @@ impl Config {
             nack_resend_interval: Duration::from_millis(self.rtc.nack_resend_interval_ms),
             max_remote_candidates: self.rtc.max_remote_candidates,
             ice_restart_interval: Duration::from_millis(self.rtc.ice_restart_min_interval_ms),
+            max_publish_sections: self.rtc.max_publish_sections,
             udp_buffer_bytes: self.rtc.udp_buffer_bytes,
         }
     }

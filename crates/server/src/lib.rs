@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod logging;
 mod metrics;
 pub mod testing;
 mod web;

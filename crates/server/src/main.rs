@@ -4,10 +4,14 @@ use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::Parser;
+use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
 use switchyard_server::config::{Config, Overrides};
+use switchyard_server::logging::LogRateLimit;
 use switchyard_server::Server;
 use switchyard_signal::token::{mint, unix_now, Claims, Grant};
 
@@ -217,16 +221,22 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(&config.log.level))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    let log_limit = LogRateLimit::new(config.log.lines_per_second, config.log.line_burst);
+    tracing_subscriber::registry()
+        .with(EnvFilter::new(&config.log.level))
+        .with(log_limit.clone())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        tokio::spawn(log_limit.report(Duration::from_secs(10)));
         let server = Server::bind(config).await?;
         let http = server.http_addr();
         let host = if http.ip().is_unspecified() {

@@ -3,6 +3,8 @@
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use std::time::Duration;
+
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -18,6 +20,9 @@ use switchyard_signal::token::unix_now;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code when the server shuts down (RFC 6455 "going away").
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for a client that breaks the rules on how much it may send or how long it
+/// may wait to join (RFC 6455 "policy violation"); the reason says which.
+pub const CLOSE_POLICY: u16 = 1008;
 
 /// Read and write buffer of one signaling WebSocket.
 const SOCKET_BUFFER: usize = 4096;
@@ -48,13 +53,18 @@ async fn run_session(socket: WebSocket, app: AppState) {
     let mut own_signal_tx: Option<SignalTx> = Some(signal_tx);
     let mut participant: Option<ParticipantSession> = None;
     let mut shutdown = app.shutdown.clone();
+    // A connection that has not joined by then is closed: it holds a socket and a task
+    // without anyone knowing who it is.
+    let join_deadline =
+        tokio::time::Instant::now() + Duration::from_millis(app.config.signal.join_timeout_ms);
 
     let close: Option<(u16, &'static str)> = loop {
         let reply = tokio::select! {
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    match session.handle_text(text.as_str()) {
+                    match session.handle_text(text.as_str(), std::time::Instant::now()) {
                         Inbound::TooLarge => break Some((CLOSE_TOO_BIG, "message too big")),
+                        Inbound::Flooding => break Some((CLOSE_POLICY, "too many messages")),
                         Inbound::Reply(message) => Some(message),
                         Inbound::Reject(e) => Some(e.to_message()),
                         Inbound::Message(ClientMessage::Join { room, name, token }) => {
@@ -64,6 +74,7 @@ async fn run_session(socket: WebSocket, app: AppState) {
                                 token.as_deref(),
                                 &room,
                                 &name,
+                                &session.limits(),
                                 unix_now(),
                             ) {
                                 Ok(joiner) => joiner,
@@ -88,22 +99,29 @@ async fn run_session(socket: WebSocket, app: AppState) {
                         }
                         Inbound::Message(ClientMessage::Leave {}) => {
                             if let Some(p) = participant.take() {
-                                p.handle(ClientMessage::Leave {});
+                                // Leave never queues: it cannot fail.
+                                let _ = p.handle(ClientMessage::Leave {});
                             }
                             break Some((1000, "left"));
                         }
                         Inbound::Message(message) => {
                             if let Some(p) = &participant {
-                                p.handle(message);
+                                if p.handle(message).is_err() {
+                                    break Some((CLOSE_POLICY, "too many messages waiting"));
+                                }
                             }
                             None
                         }
                     }
                 }
-                Some(Ok(Message::Binary(_))) => Some(ServerMessage::error(
-                    ErrorCode::BadRequest,
-                    "binary messages are not supported: send JSON text",
-                )),
+                Some(Ok(Message::Binary(bytes))) => {
+                    match session.handle_binary(bytes.len(), std::time::Instant::now()) {
+                        Inbound::TooLarge => break Some((CLOSE_TOO_BIG, "message too big")),
+                        Inbound::Flooding => break Some((CLOSE_POLICY, "too many messages")),
+                        Inbound::Reject(e) => Some(e.to_message()),
+                        _ => None,
+                    }
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                 Some(Ok(Message::Close(_))) | None => break None,
                 Some(Err(e)) => {
@@ -123,6 +141,9 @@ async fn run_session(socket: WebSocket, app: AppState) {
                 None => break Some((1011, "removed from the room")),
             },
             _ = shutdown.changed() => break Some((CLOSE_GOING_AWAY, "server shutting down")),
+            _ = tokio::time::sleep_until(join_deadline), if participant.is_none() => {
+                break Some((CLOSE_POLICY, "no join in time"));
+            }
         };
         if let Some(message) = reply {
             if sink
@@ -134,6 +155,12 @@ async fn run_session(socket: WebSocket, app: AppState) {
             }
         }
     };
+    if let Some((code, reason)) = close {
+        if code == CLOSE_TOO_BIG || code == CLOSE_POLICY {
+            let who = participant.as_ref().map(|p| p.id().to_string());
+            tracing::info!(participant = ?who, code, reason, "closing a signaling connection");
+        }
+    }
     drop(participant);
     if let Some((code, reason)) = close {
         let _ = sink

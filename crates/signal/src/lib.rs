@@ -10,4 +10,7 @@ pub mod session;
 pub mod token;
 
 pub use protocol::*;
-pub use session::{validate_room_name, Inbound, Session, SessionLimits, SignalError};
+pub use session::{
+    validate_display_name, validate_identity, validate_room_name, Inbound, Session, SessionLimits,
+    SignalError,
+};

@@ -65,6 +65,8 @@ pub struct RtcSettings {
     pub max_remote_candidates: usize,
     /// Minimum time between two ICE restarts of one connection.
     pub ice_restart_interval: Duration,
+    /// Audio and video sections a publisher's offer may have.
+    pub max_publish_sections: usize,
     /// Kernel receive and send buffer of the media socket, in bytes. Every participant's
     /// media shares this one socket: a small buffer overflows (the kernel drops datagrams,
     /// DTLS handshakes included) whenever the server falls a few milliseconds behind.
@@ -86,6 +88,7 @@ impl Default for RtcSettings {
             nack_resend_interval: Duration::from_millis(100),
             max_remote_candidates: 16,
             ice_restart_interval: Duration::from_secs(5),
+            max_publish_sections: 32,
             udp_buffer_bytes: 4 << 20,
         }
     }

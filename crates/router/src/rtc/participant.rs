@@ -45,18 +45,45 @@ use crate::SignalTx;
 /// completes at once; the bound only guards against a stuck gatherer.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What the room tells a participant's task (never dropped: the room's own messages).
 pub(crate) enum ParticipantCommand {
-    /// `publish_offer`, `subscribe_answer` or `candidate` from the client.
-    Signal(ClientMessage),
     Subscribe(Arc<UpTrack>),
     Unsubscribe(TrackId),
     Close,
 }
 
-pub(crate) type ParticipantTx = mpsc::UnboundedSender<ParticipantCommand>;
+/// Client messages queued for one participant's task before its session counts as
+/// flooding it (the session closes then). A publish_offer takes milliseconds to apply;
+/// meanwhile a client trickles a few candidates.
+pub const CLIENT_QUEUE: usize = 256;
+
+/// How a participant's task is reached: the room's commands, and its client's messages
+/// (`publish_offer`, `subscribe_answer`, `candidate`, `update_subscription`, `mute`) in a
+/// bounded queue of their own, so a client that floods can fill only its own.
+#[derive(Clone)]
+pub(crate) struct ParticipantTx {
+    commands: mpsc::UnboundedSender<ParticipantCommand>,
+    client: mpsc::Sender<ClientMessage>,
+}
+
+impl ParticipantTx {
+    pub fn send(&self, command: ParticipantCommand) {
+        // A closed task is a participant already gone: nothing left to tell it.
+        let _ = self.commands.send(command);
+    }
+
+    /// Queues a client message; `false` when the queue is full (or the task is gone).
+    pub fn try_send_client(&self, message: ClientMessage) -> bool {
+        self.client.try_send(message).is_ok()
+    }
+}
 
 enum PeerEvent {
     PublisherTrack(Arc<TrackRemote>),
+    /// The publisher connection reached `connected`.
+    PublisherConnected,
+    /// A published track's readers stopped (by the track id of its msid).
+    PublishedTrackEnded(String),
 }
 
 pub(crate) struct ParticipantContext {
@@ -113,11 +140,12 @@ fn state_name(state: u8) -> &'static str {
 /// command, so commands sent right away are simply queued.
 pub(crate) fn spawn(ctx: ParticipantContext) -> ParticipantTx {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (client_tx, client_rx) = mpsc::channel(CLIENT_QUEUE);
     let span = tracing::info_span!("participant", id = %ctx.id);
     tokio::spawn(tracing::Instrument::instrument(
         async move {
             match Participant::new(ctx).await {
-                Ok((participant, events)) => participant.run(rx, events).await,
+                Ok((participant, events)) => participant.run(rx, client_rx, events).await,
                 Err((e, room, id)) => {
                     tracing::error!(error = %e, "could not create peer connections");
                     let _ = room.send(RoomCommand::Leave { id });
@@ -126,7 +154,10 @@ pub(crate) fn spawn(ctx: ParticipantContext) -> ParticipantTx {
         },
         span,
     ));
-    tx
+    ParticipantTx {
+        commands: tx,
+        client: client_tx,
+    }
 }
 
 struct Participant {
@@ -143,8 +174,11 @@ struct Participant {
     events: mpsc::UnboundedSender<PeerEvent>,
     publisher_sdp_sent: Arc<AtomicBool>,
     subscriber_sdp_sent: Arc<AtomicBool>,
-    /// Sources the client declared in `publish_offer`, by track id.
+    /// Sources the client declared in its latest `publish_offer`, by track id.
     declared_sources: HashMap<String, TrackSource>,
+    /// A re-offer that came while the publisher connection had not connected yet: applied
+    /// when it does. Only the latest is kept (the client wants the answer to that one).
+    pending_publish_offer: Option<(String, Vec<PublishedTrackMeta>)>,
     /// What this participant publishes, by the track id of its msid (simulcast layers
     /// arrive as separate remote tracks of one id).
     published: HashMap<String, Arc<UpTrack>>,
@@ -204,6 +238,7 @@ impl Participant {
             &ctx.signal,
             subscriber_sdp_sent.clone(),
             ctx.connection.clone(),
+            None,
         );
         Ok((
             Participant {
@@ -215,6 +250,7 @@ impl Participant {
                 publisher_sdp_sent,
                 subscriber_sdp_sent,
                 declared_sources: HashMap::new(),
+                pending_publish_offer: None,
                 published: HashMap::new(),
                 downtracks: HashMap::new(),
                 awaiting_answer: false,
@@ -239,16 +275,33 @@ impl Participant {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<ParticipantCommand>,
+        mut client: mpsc::Receiver<ClientMessage>,
         mut events: mpsc::UnboundedReceiver<PeerEvent>,
     ) {
         loop {
             tokio::select! {
+                // The room's word first: a Close must not wait behind a client's backlog.
+                biased;
                 command = commands.recv() => match command {
                     None | Some(ParticipantCommand::Close) => break,
                     Some(command) => self.handle(command).await,
                 },
+                Some(message) = client.recv() => self.on_client_message(message).await,
                 Some(event) = events.recv() => match event {
                     PeerEvent::PublisherTrack(track) => self.on_publisher_track(track).await,
+                    PeerEvent::PublisherConnected => {
+                        if let Some((sdp, tracks)) = self.pending_publish_offer.take() {
+                            if let Err(e) = self.on_publish_offer(sdp, tracks).await {
+                                tracing::info!(error = %e, "publish_offer refused");
+                                self.send_error(e.code(), e.to_string());
+                            }
+                        }
+                    }
+                    PeerEvent::PublishedTrackEnded(raw_id) => {
+                        if self.published.get(&raw_id).is_some_and(|t| t.is_ended()) {
+                            self.published.remove(&raw_id);
+                        }
+                    }
                 },
             }
             if let Err(e) = self.negotiate_subscriber().await {
@@ -271,28 +324,41 @@ impl Participant {
 
     async fn handle(&mut self, command: ParticipantCommand) {
         let result = match command {
-            ParticipantCommand::Signal(ClientMessage::PublishOffer { sdp, tracks }) => {
-                self.on_publish_offer(sdp, tracks).await
-            }
-            ParticipantCommand::Signal(ClientMessage::SubscribeAnswer { sdp }) => {
-                self.on_subscribe_answer(sdp).await
-            }
-            ParticipantCommand::Signal(ClientMessage::Candidate { target, candidate }) => {
+            ParticipantCommand::Subscribe(uptrack) => self.subscribe(uptrack).await,
+            ParticipantCommand::Unsubscribe(track) => self.unsubscribe(&track).await,
+            ParticipantCommand::Close => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::info!(error = %e, "subscription change failed");
+            self.send_error(e.code(), e.to_string());
+        }
+    }
+
+    async fn on_client_message(&mut self, message: ClientMessage) {
+        let result = match message {
+            ClientMessage::PublishOffer { sdp, tracks } => self.on_publish_offer(sdp, tracks).await,
+            ClientMessage::SubscribeAnswer { sdp } => self.on_subscribe_answer(sdp).await,
+            ClientMessage::Candidate { target, candidate } => {
                 self.on_candidate(target, candidate).await
             }
-            ParticipantCommand::Signal(ClientMessage::UpdateSubscription {
+            ClientMessage::UpdateSubscription {
                 track_id,
                 quality,
                 width,
                 height,
-            }) => self.update_subscription(track_id, quality, width.zip(height)),
-            ParticipantCommand::Signal(other) => {
+            } => self.update_subscription(track_id, quality, width.zip(height)),
+            ClientMessage::Mute { track_id, muted } => {
+                let _ = self.ctx.room.send(RoomCommand::Mute {
+                    id: self.ctx.id.clone(),
+                    track: TrackId::new(track_id),
+                    muted,
+                });
+                Ok(())
+            }
+            other => {
                 tracing::warn!(message = other.type_name(), "not for the participant task");
                 Ok(())
             }
-            ParticipantCommand::Subscribe(uptrack) => self.subscribe(uptrack).await,
-            ParticipantCommand::Unsubscribe(track) => self.unsubscribe(&track).await,
-            ParticipantCommand::Close => Ok(()),
         };
         if let Err(e) = result {
             tracing::info!(error = %e, "request refused");
@@ -308,9 +374,31 @@ impl Participant {
         if !self.ctx.can_publish.load(Ordering::Relaxed) {
             return Err(RouterError::Forbidden("publishing"));
         }
-        for meta in tracks {
-            self.declared_sources.insert(meta.track_id, meta.source);
+        // webrtc-rs applies a re-offer only after the first one's ICE and DTLS are up, and
+        // until then queues it, with a copy of the whole description, without bound. A
+        // re-offer before that waits here instead, one at a time: the newest replaces it.
+        if let Some(publisher) = &self.publisher {
+            if publisher.remote_description().await.is_some()
+                && publisher.connection_state() != RTCPeerConnectionState::Connected
+            {
+                tracing::debug!("publish_offer deferred until the publisher connection is up");
+                self.pending_publish_offer = Some((sdp, tracks));
+                return Ok(());
+            }
         }
+        let sections = media_sections(&sdp);
+        let max_sections = self.ctx.engine.settings().max_publish_sections;
+        if sections > max_sections {
+            return Err(RouterError::InvalidSdp(format!(
+                "{sections} media sections; at most {max_sections} are accepted"
+            )));
+        }
+        // Only the latest offer's declarations matter: they are read when its tracks
+        // arrive, and published tracks keep the source they were published with.
+        self.declared_sources = tracks
+            .into_iter()
+            .map(|meta| (meta.track_id, meta.source))
+            .collect();
         let sdp = self.admit_description(Target::Publisher, &sdp)?;
         let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
@@ -351,6 +439,7 @@ impl Participant {
             &self.ctx.signal,
             self.publisher_sdp_sent.clone(),
             self.ctx.connection.clone(),
+            Some(self.events.clone()),
         );
         self.publisher = Some(pc.clone());
         Ok(pc)
@@ -487,13 +576,18 @@ impl Participant {
             .map(|e| e.id as u8);
         let room = self.ctx.room.clone();
         let publisher = self.ctx.id.clone();
+        let events = self.events.clone();
+        let ended_id = raw_id.clone();
         let on_end = move |track| {
             let _ = room.send(RoomCommand::TrackEnded {
                 id: publisher,
                 track,
             });
+            let _ = events.send(PeerEvent::PublishedTrackEnded(ended_id));
         };
-        if let Some(uptrack) = self.published.get(&raw_id) {
+        // A track id used again after its track ended is a new track, never a layer of
+        // the dead one.
+        if let Some(uptrack) = self.published.get(&raw_id).filter(|t| !t.is_ended()) {
             tracing::info!(track = %raw_id, layer, "simulcast layer arrived");
             uptrack.add_layer(remote, layer, audio_level_ext, on_end);
             return;
@@ -683,6 +777,13 @@ impl Participant {
     }
 }
 
+/// The audio and video sections of a description (not its data channel's).
+fn media_sections(sdp: &str) -> usize {
+    sdp.lines()
+        .filter(|l| l.starts_with("m=audio") || l.starts_with("m=video"))
+        .count()
+}
+
 /// The simulcast layers the publisher's offer declares for the track whose msid track id is
 /// `track_id`: its `a=rid:<rid> send` lines, lowest first.
 fn simulcast_layers(sdp: &str, track_id: &str) -> Vec<LayerInfo> {
@@ -744,6 +845,7 @@ fn watch_connection(
     signal: &SignalTx,
     sdp_sent: Arc<AtomicBool>,
     states: Arc<ConnectionStates>,
+    connected: Option<mpsc::UnboundedSender<PeerEvent>>,
 ) {
     let ice_id = id.clone();
     pc.on_ice_connection_state_change(Box::new(move |state| {
@@ -754,6 +856,9 @@ fn watch_connection(
     pc.on_peer_connection_state_change(Box::new(move |state: RTCPeerConnectionState| {
         tracing::info!(participant = %id, ?target, %state, "peer connection state");
         states.set(target, state);
+        if let (Some(events), RTCPeerConnectionState::Connected) = (&connected, state) {
+            let _ = events.send(PeerEvent::PublisherConnected);
+        }
         Box::pin(async {})
     }));
     let signal = signal.clone();

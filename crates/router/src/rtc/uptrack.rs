@@ -188,7 +188,8 @@ impl UpTrack {
         let kind = self.media_kind();
         // The payload type this layer was negotiated with: a packet with another one is
         // not this track's codec (or not a codec at all), whatever webrtc-rs makes of it.
-        let payload_type = remote.payload_type();
+        // A simulcast layer's track learns it from its first packet (0 until then).
+        let mut payload_type = Some(remote.payload_type()).filter(|&pt| pt != 0);
         loop {
             let packet = match remote.read(&mut buf).await {
                 Ok((packet, _)) => packet,
@@ -206,7 +207,8 @@ impl UpTrack {
             if self.stopped.load(Ordering::Relaxed) {
                 return;
             }
-            if packet.header.payload_type != payload_type {
+            if *payload_type.get_or_insert(packet.header.payload_type) != packet.header.payload_type
+            {
                 self.stats.dropped.add(DropReason::UnknownPayloadType);
                 continue;
             }
@@ -338,6 +340,11 @@ impl UpTrack {
         if let (Some(tx), Some(layer)) = (&self.keyframe_requests, layer) {
             let _ = tx.try_send(layer);
         }
+    }
+
+    /// Its readers stopped: the publisher's track is gone.
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
     }
 
     pub(crate) fn media_kind(&self) -> MediaKind {
