@@ -35,6 +35,9 @@ pub struct Config {
 pub struct ServerConfig {
     pub bind: SocketAddr,
     pub shutdown_timeout_ms: u64,
+    pub http_header_timeout_ms: u64,
+    pub http_request_timeout_ms: u64,
+    pub max_unauthenticated_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +243,9 @@ impl Config {
                 message: message.to_owned(),
             })
         };
+        if self.server.http_header_timeout_ms == 0 || self.server.http_request_timeout_ms == 0 {
+            return invalid("server.http_header_timeout_ms", "HTTP timeouts must be at least 1");
+        }
         if self.signal.max_message_bytes < 1024 {
             return invalid(
                 "signal.max_message_bytes",

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod http;
 pub mod logging;
 mod metrics;
 pub mod testing;
@@ -147,13 +148,22 @@ impl Server {
             .route("/{*path}", get(web::file))
             .with_state(state);
 
+        let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(self.config.server.http_request_timeout_ms),
+        ));
         let mut drained = shutdown_rx.clone();
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        let limits = http::ConnectionLimits {
+            header_timeout: Duration::from_millis(self.config.server.http_header_timeout_ms),
+            max_unauthenticated_per_ip: self.config.server.max_unauthenticated_per_ip,
+            drain_timeout: Duration::from_millis(self.config.server.shutdown_timeout_ms),
+        };
+        http::serve(self.listener, app, limits, async move {
             shutdown.await;
             tracing::info!("shutting down");
             let _ = shutdown_tx.send(true);
-        });
-        serve.await?;
+        })
+        .await;
 
         // Sessions saw the flag and closed their sockets; close what is left of the rooms.
         let _ = drained.changed().await;

@@ -235,6 +235,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    raise_open_files_limit();
     runtime.block_on(async move {
         tokio::spawn(log_limit.report(Duration::from_secs(10)));
         let server = Server::bind(config).await?;
@@ -255,6 +256,25 @@ fn main() -> anyhow::Result<()> {
         drop(out);
         server.run(shutdown_signal()).await
     })
+}
+
+/// Every participant costs descriptors (its WebSocket, and timers and sockets of its
+/// connections), and a low soft limit (often 1024, or 256) would let a few hundred idle
+/// sockets stop the server from accepting anyone: the soft limit goes up to the hard one.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard {
+                if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                    tracing::warn!(soft, hard, error = %e, "could not raise the open files limit");
+                    return;
+                }
+            }
+            tracing::info!(open_files = hard.max(soft), "open files limit");
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the open files limit"),
+    }
 }
 
 async fn shutdown_signal() {

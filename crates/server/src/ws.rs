@@ -3,6 +3,8 @@
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::Extension;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::Response;
@@ -13,6 +15,7 @@ use switchyard_router::{ParticipantSession, RoomId, SignalTx};
 use switchyard_signal::{ClientMessage, ErrorCode, Inbound, ServerMessage, Session};
 
 use crate::auth::authorize_join;
+use crate::http::ConnectionSlot;
 use crate::AppState;
 use switchyard_signal::token::unix_now;
 
@@ -30,7 +33,11 @@ const SOCKET_BUFFER: usize = 4096;
 /// Server messages queued for one client before it counts as not reading.
 const SIGNAL_QUEUE: usize = 1024;
 
-pub async fn upgrade(ws: WebSocketUpgrade, State(app): State<AppState>) -> Response {
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(app): State<AppState>,
+    slot: Option<Extension<Arc<ConnectionSlot>>>,
+) -> Response {
     let limit = app.config.signal.max_message_bytes;
     // Let frames through up to one byte over the limit so the session itself sees the
     // oversize message and closes with 1009; the transport refuses anything larger.
@@ -41,10 +48,12 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(app): State<AppState>) -> Respo
         // just takes more reads.
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(SOCKET_BUFFER)
-        .on_upgrade(move |socket| run_session(socket, app))
+        .on_upgrade(move |socket| run_session(socket, app, slot.map(|Extension(s)| s)))
 }
 
-async fn run_session(socket: WebSocket, app: AppState) {
+/// `slot`: the connection's place in its IP's count of unauthenticated connections, freed
+/// once a join succeeds.
+async fn run_session(socket: WebSocket, app: AppState, slot: Option<Arc<ConnectionSlot>>) {
     let (mut sink, mut stream) = socket.split();
     let mut session = Session::new(app.config.session_limits());
     let (signal_tx, mut signal_rx) = mpsc::channel::<ServerMessage>(SIGNAL_QUEUE);
@@ -90,6 +99,9 @@ async fn run_session(socket: WebSocket, app: AppState) {
                             match app.router.join(RoomId::new(room), joiner, tx).await {
                                 Ok(p) => {
                                     session.joined();
+                                    if let Some(slot) = &slot {
+                                        slot.authenticated();
+                                    }
                                     participant = Some(p);
                                     own_signal_tx = None;
                                     None

@@ -392,3 +392,73 @@ async fn a_publishers_bad_packets_do_not_end_its_track() {
     alice.close().await;
     bob.close().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_messages_closes_the_socket_and_others_are_unaffected() {
+    let server = TestServer::start().await;
+    let mut bystander = server.connect().await;
+    join(&mut bystander, "r", "bystander").await;
+    let mut flooder = server.connect().await;
+    join(&mut flooder, "r", "flooder").await;
+    // 1,000 mutes at once: far over 50 a second in bursts of 200.
+    for _ in 0..1000 {
+        if flooder
+            .send(Message::Text(
+                json!({"type": "mute", "track_id": "t", "muted": true})
+                    .to_string()
+                    .into(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    expect_close(&mut flooder, 1008).await;
+    let left = recv_type(&mut bystander, "participant_left", WAIT).await;
+    assert!(left["participant_id"].is_string());
+    assert_alive(&mut bystander).await;
+}
+
+#[tokio::test]
+async fn publish_offers_are_rate_limited() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect().await;
+    join(&mut ws, "r", "reofferer").await;
+    for _ in 0..12 {
+        send_json(&mut ws, json!({"type": "publish_offer", "sdp": "v=0"})).await;
+    }
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let m = recv_type(&mut ws, "error", WAIT).await;
+        codes.push(m["code"].as_str().unwrap().to_owned());
+    }
+    // The burst of 10 is applied (and these SDPs are refused as SDP); the rest are not
+    // even looked at.
+    assert_eq!(codes.iter().filter(|c| *c == "invalid_sdp").count(), 10, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| *c == "rate_limited").count(), 2, "{codes:?}");
+    assert_alive(&mut ws).await;
+}
+
+/// A track named with control characters, or thousands of declared tracks: refused
+/// before anything is kept.
+#[tokio::test]
+async fn declared_tracks_are_bounded() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect().await;
+    join(&mut ws, "r", "declarer").await;
+    let many: Vec<Value> = (0..100)
+        .map(|i| json!({"track_id": format!("t{i}"), "source": "camera"}))
+        .collect();
+    send_json(&mut ws, json!({"type": "publish_offer", "sdp": "v=0", "tracks": many})).await;
+    let message = expect_error(&mut ws, "bad_request").await;
+    assert!(message.contains("at most 64"), "{message}");
+    send_json(
+        &mut ws,
+        json!({"type": "publish_offer", "sdp": "v=0", "tracks": [{"track_id": "a\u{1b}[2J", "source": "screen"}]}),
+    )
+    .await;
+    let message = expect_error(&mut ws, "bad_request").await;
+    assert!(message.contains("control characters"), "{message}");
+    assert_alive(&mut ws).await;
+}
