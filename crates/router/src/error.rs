@@ -21,10 +21,16 @@ pub enum RouterError {
     UnknownParticipant(String),
     #[error("track `{0}` is already published in this room")]
     DuplicateTrack(String),
+    /// A description the router itself refuses; the text is ours, safe to show.
     #[error("invalid SDP: {0}")]
     InvalidSdp(String),
+    /// A description webrtc-rs could not parse or apply: its error is for the log only.
+    #[error("invalid SDP: {0}")]
+    SdpNotApplied(webrtc::Error),
     #[error("invalid ICE candidate: {0}")]
     InvalidCandidate(String),
+    #[error("invalid ICE candidate: {0}")]
+    CandidateNotApplied(webrtc::Error),
     #[error("unexpected `{0}`: {1}")]
     UnexpectedMessage(&'static str, &'static str),
     #[error("{0}")]
@@ -45,8 +51,10 @@ impl RouterError {
             RouterError::DuplicateTrack(_) | RouterError::UnexpectedMessage(..) => {
                 ErrorCode::BadRequest
             }
-            RouterError::InvalidSdp(_) => ErrorCode::InvalidSdp,
-            RouterError::InvalidCandidate(_) => ErrorCode::InvalidCandidate,
+            RouterError::InvalidSdp(_) | RouterError::SdpNotApplied(_) => ErrorCode::InvalidSdp,
+            RouterError::InvalidCandidate(_) | RouterError::CandidateNotApplied(_) => {
+                ErrorCode::InvalidCandidate
+            }
             RouterError::RateLimited(_) => ErrorCode::RateLimited,
             RouterError::UnknownRoom(_)
             | RouterError::RoomExists(_)
@@ -55,6 +63,26 @@ impl RouterError {
             | RouterError::ParticipantGone
             | RouterError::Webrtc(_)
             | RouterError::Io(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl RouterError {
+    /// What the client is told: a stable, short text. webrtc-rs's and the OS's error
+    /// texts (internal names, addresses, state dumps) go to the log only; the code says
+    /// what kind of failure it was.
+    pub fn client_message(&self) -> String {
+        match self {
+            RouterError::SdpNotApplied(_) => {
+                "invalid SDP: it could not be parsed or applied to the connection".into()
+            }
+            RouterError::CandidateNotApplied(_) => {
+                "invalid ICE candidate: it could not be added to the connection".into()
+            }
+            RouterError::Webrtc(_) | RouterError::Io(_) => {
+                "the server could not complete the request".into()
+            }
+            other => other.to_string(),
         }
     }
 }

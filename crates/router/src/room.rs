@@ -267,7 +267,7 @@ impl RoomTask {
             }
             RoomCommand::Mute { id, track, muted } => {
                 if let Err(e) = self.set_muted(&id, &track, muted) {
-                    self.send(&id, ServerMessage::error(e.code(), e.to_string()));
+                    self.send(&id, ServerMessage::error(e.code(), e.client_message()));
                 }
             }
             RoomCommand::Admin(command) => self.admin(command),
@@ -462,7 +462,7 @@ impl RoomTask {
         let Some(member) = self.members.remove(id) else {
             return;
         };
-        let _ = member.actor.send(ParticipantCommand::Close);
+        member.actor.send(ParticipantCommand::Close);
         self.speakers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -515,7 +515,7 @@ impl RoomTask {
             Err(e) => {
                 tracing::info!(error = %e, "track refused");
                 uptrack.stop();
-                self.send(&id, ServerMessage::error(e.code(), e.to_string()));
+                self.send(&id, ServerMessage::error(e.code(), e.client_message()));
             }
         }
     }
@@ -722,14 +722,14 @@ impl RoomTask {
                     if let (Some(member), Some(uptrack)) =
                         (self.members.get(&subscriber), self.uptracks.get(&track))
                     {
-                        let _ = member
+                        member
                             .actor
                             .send(ParticipantCommand::Subscribe(uptrack.clone()));
                     }
                 }
                 Effect::Unsubscribe { subscriber, track } => {
                     if let Some(member) = self.members.get(&subscriber) {
-                        let _ = member.actor.send(ParticipantCommand::Unsubscribe(track));
+                        member.actor.send(ParticipantCommand::Unsubscribe(track));
                     }
                 }
             }

@@ -244,7 +244,10 @@ impl Config {
             })
         };
         if self.server.http_header_timeout_ms == 0 || self.server.http_request_timeout_ms == 0 {
-            return invalid("server.http_header_timeout_ms", "HTTP timeouts must be at least 1");
+            return invalid(
+                "server.http_header_timeout_ms",
+                "HTTP timeouts must be at least 1",
+            );
         }
         if self.signal.max_message_bytes < 1024 {
             return invalid(

@@ -200,13 +200,18 @@ mod tests {
         first.authenticated();
         first.authenticated();
         assert_eq!(tracker.open_from(a), 1, "counted down once");
-        let third = tracker.admit(a).expect("room again after one authenticated");
+        let third = tracker
+            .admit(a)
+            .expect("room again after one authenticated");
         drop(second);
         drop(third);
         drop(first);
         assert_eq!(tracker.open_from(a), 0);
         drop(other);
-        assert!(tracker.counts().is_empty(), "nothing kept for gone addresses");
+        assert!(
+            tracker.counts().is_empty(),
+            "nothing kept for gone addresses"
+        );
         let unlimited = ConnectionTracker::new(0);
         let many: Vec<_> = (0..100).map(|_| unlimited.admit(a).unwrap()).collect();
         assert_eq!(unlimited.open_from(a), 100);

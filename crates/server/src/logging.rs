@@ -88,7 +88,7 @@ impl LogRateLimit {
             .filter(|s| s.suppressed > 0)
             .map(|s| (s.name.clone(), std::mem::take(&mut s.suppressed)))
             .collect();
-        noisy.sort_by(|a, b| b.1.cmp(&a.1));
+        noisy.sort_by_key(|(_, dropped)| std::cmp::Reverse(*dropped));
         noisy
     }
 

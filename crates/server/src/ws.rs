@@ -106,7 +106,10 @@ async fn run_session(socket: WebSocket, app: AppState, slot: Option<Arc<Connecti
                                     own_signal_tx = None;
                                     None
                                 }
-                                Err(e) => Some(ServerMessage::error(e.code(), e.to_string())),
+                                Err(e) => {
+                                    tracing::info!(error = %e, "join refused");
+                                    Some(ServerMessage::error(e.code(), e.client_message()))
+                                }
                             }
                         }
                         Inbound::Message(ClientMessage::Leave {}) => {

@@ -241,10 +241,17 @@ async fn invalid_sdp_is_refused_and_participant_stays() {
         json!({"type": "publish_offer", "sdp": "this is not sdp"}),
     )
     .await;
-    expect_error(&mut ws, "invalid_sdp").await;
+    // A stable text: webrtc-rs's own error (its type names, its parser's state) stays in
+    // the server's log.
+    let unparsable = expect_error(&mut ws, "invalid_sdp").await;
+    assert_eq!(
+        unparsable,
+        "invalid SDP: it could not be parsed or applied to the connection"
+    );
     // Parses as SDP, but offers nothing WebRTC can use.
     send_json(&mut ws, json!({"type": "publish_offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n"})).await;
-    expect_error(&mut ws, "invalid_sdp").await;
+    let unusable = expect_error(&mut ws, "invalid_sdp").await;
+    assert_eq!(unusable, unparsable);
     // An answer when no offer is out.
     send_json(&mut ws, json!({"type": "subscribe_answer", "sdp": "v=0"})).await;
     expect_error(&mut ws, "bad_request").await;
@@ -435,8 +442,16 @@ async fn publish_offers_are_rate_limited() {
     }
     // The burst of 10 is applied (and these SDPs are refused as SDP); the rest are not
     // even looked at.
-    assert_eq!(codes.iter().filter(|c| *c == "invalid_sdp").count(), 10, "{codes:?}");
-    assert_eq!(codes.iter().filter(|c| *c == "rate_limited").count(), 2, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|c| *c == "invalid_sdp").count(),
+        10,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| *c == "rate_limited").count(),
+        2,
+        "{codes:?}"
+    );
     assert_alive(&mut ws).await;
 }
 
@@ -450,7 +465,11 @@ async fn declared_tracks_are_bounded() {
     let many: Vec<Value> = (0..100)
         .map(|i| json!({"track_id": format!("t{i}"), "source": "camera"}))
         .collect();
-    send_json(&mut ws, json!({"type": "publish_offer", "sdp": "v=0", "tracks": many})).await;
+    send_json(
+        &mut ws,
+        json!({"type": "publish_offer", "sdp": "v=0", "tracks": many}),
+    )
+    .await;
     let message = expect_error(&mut ws, "bad_request").await;
     assert!(message.contains("at most 64"), "{message}");
     send_json(
@@ -461,4 +480,39 @@ async fn declared_tracks_are_bounded() {
     let message = expect_error(&mut ws, "bad_request").await;
     assert!(message.contains("control characters"), "{message}");
     assert_alive(&mut ws).await;
+}
+
+/// A token's `name` and `sub` reach every participant's screen and the server's log: they
+/// obey the rules of typed names (no 40 KB names, no newlines or terminal escapes).
+#[tokio::test]
+async fn token_claims_are_held_to_the_rules_of_typed_names() {
+    use switchyard_signal::token::{mint, unix_now, Claims, Grant, DEV_API_KEY, DEV_API_SECRET};
+    let server = TestServer::start().await;
+    let token = |identity: &str, name: Option<String>| {
+        let mut claims =
+            Claims::new(DEV_API_KEY, identity, unix_now(), 60).with_grant(Grant::join("r"));
+        claims.name = name;
+        mint(&claims, DEV_API_SECRET)
+    };
+    let mut bystander = server.connect().await;
+    join(&mut bystander, "r", "bystander").await;
+    for token in [
+        token("ann", Some("A".repeat(40_000))),
+        token("ann", Some("Ann\nmallory is now an admin".into())),
+        token("ann", Some("\u{1b}[2J\u{1b}[31mAnn".into())),
+        token("ann\n2026-12-02T12:00:00Z INFO fake log line", None),
+    ] {
+        let mut ws = server.connect().await;
+        send_json(
+            &mut ws,
+            json!({"type": "join", "room": "r", "name": "typed", "token": token}),
+        )
+        .await;
+        let message = expect_error(&mut ws, "unauthorized").await;
+        assert!(message.starts_with("the token's"), "{message}");
+    }
+    // Nobody saw any of them come in.
+    send_json(&mut bystander, json!({"type": "ping"})).await;
+    let next = recv_json(&mut bystander, WAIT).await;
+    assert_eq!(next, json!({"type": "pong"}), "{next}");
 }

@@ -17,6 +17,20 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Cycles run before memory is sampled: the allocator's pools and the server's first-use
+/// structures have settled by then.
+const SETTLE_CYCLES: usize = 10;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_join_leave_cycles_all_receive_media_and_leave_nothing_behind() {
     let server = TestServer::start().await;
@@ -40,7 +54,11 @@ async fn a_hundred_join_leave_cycles_all_receive_media_and_leave_nothing_behind(
     let fds_before = open_fds();
 
     let mut failures = Vec::new();
+    let mut settled_kib = 0;
     for cycle in 0..CYCLES {
+        if cycle == SETTLE_CYCLES {
+            settled_kib = resident_kib();
+        }
         let churner = RtcClient::join(&server, "churn", "churner").await;
         let outcome = try_wait_until("media both ways", Duration::from_secs(15), || {
             churner.count(&anchor.id, "anchor-cam") > 5
@@ -62,6 +80,15 @@ async fn a_hundred_join_leave_cycles_all_receive_media_and_leave_nothing_behind(
         "{} of {CYCLES} cycles failed: {failures:?}",
         failures.len()
     );
+    // Memory (of this process: server and clients) stays where it was once settled: no
+    // per-cycle leak. 130 KB a cycle (the old transceiver growth) would be 11.7 MB here.
+    let grown_kib = resident_kib().saturating_sub(settled_kib);
+    let per_cycle = grown_kib / (CYCLES - SETTLE_CYCLES) as u64;
+    eprintln!(
+        "resident memory grew {grown_kib} KiB over {} cycles ({per_cycle} KiB a cycle)",
+        CYCLES - SETTLE_CYCLES
+    );
+    assert!(per_cycle < 60, "{per_cycle} KiB a cycle");
 
     // The anchor is still there, and still receives: nobody closed its socket.
     assert!(

@@ -100,7 +100,10 @@ async fn silent_and_slow_header_connections_are_closed() {
         .await
         .expect("the dribble ends")
         .unwrap();
-    assert!(slow.is_some(), "the slow client got to send its whole request");
+    assert!(
+        slow.is_some(),
+        "the slow client got to send its whole request"
+    );
     // A normal request on a kept-alive connection: answered, then closed when idle.
     let mut keep_alive = connect_from("127.0.0.1", server.http).await.unwrap();
     keep_alive
@@ -109,7 +112,11 @@ async fn silent_and_slow_header_connections_are_closed() {
         .unwrap();
     let mut buf = [0u8; 256];
     let n = keep_alive.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     assert!(
         closed_within(&mut keep_alive, Duration::from_secs(3)).await,
         "an idle kept-alive connection stays open"
@@ -199,16 +206,88 @@ async fn the_server_raises_its_open_files_limit_and_survives_idle_sockets() {
     let mut idle = Vec::new();
     for source in 2..=6 {
         for _ in 0..60 {
-            idle.push(connect_from(&format!("127.0.0.{source}"), addr).await.unwrap());
+            idle.push(
+                connect_from(&format!("127.0.0.{source}"), addr)
+                    .await
+                    .unwrap(),
+            );
         }
     }
     let (status, _, _) = common::http_get(addr, "/healthz", &[]).await;
-    assert_eq!(status, 200, "healthz answers with {} idle sockets open", idle.len());
+    assert_eq!(
+        status,
+        200,
+        "healthz answers with {} idle sockets open",
+        idle.len()
+    );
     child.start_kill().unwrap();
     let output = child.wait_with_output().await.unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(
         log.contains(&format!("open_files={hard}")),
         "the limit was raised to {hard} and logged:\n{log}"
+    );
+}
+
+/// Log lines driven by network input are rate-limited: 20,000 malformed STUN datagrams
+/// (each logged by the UDP mux) make at most a burst and a trickle of lines, and one
+/// summary says how many were dropped.
+#[tokio::test]
+async fn network_driven_log_lines_are_rate_limited() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let udp_port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--udp-port", &udp_port.to_string()])
+        .env("SWITCHYARD_RTC_UDP_IP", "127.0.0.1")
+        .env("SWITCHYARD_LOG_LEVEL", "webrtc_ice=debug,info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the switchyard binary starts");
+    let http: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..100 {
+        if TcpStream::connect(http).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A STUN header (type, length, magic cookie, transaction id) announcing an attribute
+    // that is not there: the mux cannot decode it.
+    let mut datagram = vec![0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42];
+    datagram.extend([7u8; 12]);
+    datagram.extend([0x00, 0x06, 0x00, 0x40]);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let media = SocketAddr::new("127.0.0.1".parse().unwrap(), udp_port);
+    let started = Instant::now();
+    for i in 0..20_000 {
+        socket.send_to(&datagram, media).await.unwrap();
+        if i % 1000 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let sending = started.elapsed();
+    // The summary comes within the 10 s reporting interval.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    child.start_kill().unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    let lines = log.matches("Failed to decode STUN").count();
+    eprintln!("20,000 malformed STUN datagrams in {sending:?}: {lines} log lines");
+    assert!(lines > 0, "the mux logs an undecodable datagram (at debug)");
+    // A burst of 100, then 20 a second over the whole run at most.
+    let allowed = 100 + 20 * (started.elapsed().as_secs() as usize + 1);
+    assert!(lines <= allowed, "{lines} lines (at most {allowed})");
+    assert!(
+        log.contains("log lines over the rate limit were dropped"),
+        "a summary of what was dropped:\n{}",
+        &log[log.len().saturating_sub(3000)..]
     );
 }

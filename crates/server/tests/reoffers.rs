@@ -86,7 +86,9 @@ async fn re_offers_before_the_connection_is_up_keep_one_pending() {
     );
     // None was answered (nor refused): the newest waits for the connection.
     let mut answered = Vec::new();
-    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_millis(200), ws.next()).await
+    {
         if let Ok(text) = message.into_text() {
             let m: Value = serde_json::from_str(&text).unwrap();
             if m["type"] == "publish_answer" || m["type"] == "error" {

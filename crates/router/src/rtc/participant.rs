@@ -292,8 +292,7 @@ impl Participant {
                     PeerEvent::PublisherConnected => {
                         if let Some((sdp, tracks)) = self.pending_publish_offer.take() {
                             if let Err(e) = self.on_publish_offer(sdp, tracks).await {
-                                tracing::info!(error = %e, "publish_offer refused");
-                                self.send_error(e.code(), e.to_string());
+                                self.refuse(e);
                             }
                         }
                     }
@@ -306,7 +305,10 @@ impl Participant {
             }
             if let Err(e) = self.negotiate_subscriber().await {
                 tracing::warn!(error = %e, "subscriber negotiation failed");
-                self.send_error(e.code(), format!("subscriber negotiation failed: {e}"));
+                self.send_error(
+                    e.code(),
+                    format!("subscriber negotiation failed: {}", e.client_message()),
+                );
             }
         }
         self.close().await;
@@ -329,8 +331,7 @@ impl Participant {
             ParticipantCommand::Close => Ok(()),
         };
         if let Err(e) = result {
-            tracing::info!(error = %e, "subscription change failed");
-            self.send_error(e.code(), e.to_string());
+            self.refuse(e);
         }
     }
 
@@ -361,9 +362,14 @@ impl Participant {
             }
         };
         if let Err(e) = result {
-            tracing::info!(error = %e, "request refused");
-            self.send_error(e.code(), e.to_string());
+            self.refuse(e);
         }
+    }
+
+    /// Tells the client why its request failed (the safe text), and the log the whole story.
+    fn refuse(&self, e: RouterError) {
+        tracing::info!(error = %e, "request refused");
+        self.send_error(e.code(), e.client_message());
     }
 
     async fn on_publish_offer(
@@ -400,13 +406,12 @@ impl Participant {
             .map(|meta| (meta.track_id, meta.source))
             .collect();
         let sdp = self.admit_description(Target::Publisher, &sdp)?;
-        let offer = RTCSessionDescription::offer(sdp)
-            .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
+        let offer = RTCSessionDescription::offer(sdp).map_err(RouterError::SdpNotApplied)?;
         let publisher = self.publisher().await?;
         publisher
             .set_remote_description(offer)
             .await
-            .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
+            .map_err(RouterError::SdpNotApplied)?;
         self.flush_early_candidates(Target::Publisher).await;
         let answer = publisher.create_answer(None).await?;
         let sdp = set_local_and_gather(&publisher, answer).await?;
@@ -453,13 +458,12 @@ impl Participant {
             ));
         }
         let sdp = self.admit_description(Target::Subscriber, &sdp)?;
-        let answer = RTCSessionDescription::answer(sdp)
-            .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
+        let answer = RTCSessionDescription::answer(sdp).map_err(RouterError::SdpNotApplied)?;
         // On failure the offer stays pending, so the client can send a corrected answer.
         self.subscriber
             .set_remote_description(answer)
             .await
-            .map_err(|e| RouterError::InvalidSdp(e.to_string()))?;
+            .map_err(RouterError::SdpNotApplied)?;
         self.awaiting_answer = false;
         self.free_transceivers.append(&mut self.freed_after_answer);
         self.flush_early_candidates(Target::Subscriber).await;
@@ -534,7 +538,7 @@ impl Participant {
         };
         pc.add_ice_candidate(init)
             .await
-            .map_err(|e| RouterError::InvalidCandidate(e.to_string()))
+            .map_err(RouterError::CandidateNotApplied)
     }
 
     async fn flush_early_candidates(&mut self, target: Target) {
@@ -544,10 +548,7 @@ impl Participant {
         let Some(pc) = self.pc(target) else { return };
         for init in candidates {
             if let Err(e) = pc.add_ice_candidate(init).await {
-                self.send_error(
-                    ErrorCode::InvalidCandidate,
-                    format!("invalid ICE candidate: {e}"),
-                );
+                self.refuse(RouterError::CandidateNotApplied(e));
             }
         }
     }
