@@ -2,62 +2,48 @@
 //! receiving and leaving. Every cycle must receive media both ways, and what the cycles
 //! leave behind must not grow: the long-lived participant's subscriber connection keeps a
 //! bounded number of m-sections (they are reused), the server's live objects return to
-//! what they were, and so do the process's open file descriptors.
+//! what they were, and so do its resident memory and open file descriptors. The server
+//! runs as its own process, so its memory and descriptors are its own, not the clients'.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{try_wait_until, wait_until, RtcClient, TestServer};
-use switchyard_stats::Live;
+use common::{try_wait_until, wait_until, RtcClient, ServerProcess};
 
 const CYCLES: usize = 100;
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-fn resident_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Cycles run before memory is sampled: the allocator's pools and the server's first-use
 /// structures have settled by then.
 const SETTLE_CYCLES: usize = 10;
 
+/// Waits until the server's metric `name` is `value`.
+async fn wait_metric(server: &ServerProcess, name: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = server.metric(name).await;
+        if now == value {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} is {now}, not {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_join_leave_cycles_all_receive_media_and_leave_nothing_behind() {
-    let server = TestServer::start().await;
-    let stats = server.router.stats().clone();
+    let server = ServerProcess::start(&[], None).await;
     let anchor = RtcClient::join(&server, "churn", "anchor").await;
-    wait_until("the anchor publishes", Duration::from_secs(10), || {
-        stats.live(Live::UpTracks) == 2
-    })
-    .await;
-    // Warm up once so lazily created things (the first connection's) are in the baseline.
-    let warmup = RtcClient::join(&server, "churn", "warmup").await;
-    wait_until("warm-up receives", Duration::from_secs(20), || {
-        warmup.count(&anchor.id, "anchor-cam") > 5
-    })
-    .await;
-    warmup.close().await;
-    wait_until("warm-up gone", Duration::from_secs(10), || {
-        stats.live(Live::Participants) == 1
-    })
-    .await;
-    let fds_before = open_fds();
+    wait_metric(&server, "switchyard_published_tracks", 2.0).await;
 
     let mut failures = Vec::new();
-    let mut settled_kib = 0;
+    let mut settled = (0, 0);
     for cycle in 0..CYCLES {
         if cycle == SETTLE_CYCLES {
-            settled_kib = resident_kib();
+            settled = (server.resident_kib(), server.open_fds());
         }
         let churner = RtcClient::join(&server, "churn", "churner").await;
         let outcome = try_wait_until("media both ways", Duration::from_secs(15), || {
@@ -70,25 +56,14 @@ async fn a_hundred_join_leave_cycles_all_receive_media_and_leave_nothing_behind(
             failures.push(format!("cycle {cycle}: {e}"));
         }
         churner.close().await;
-        wait_until("the churner has left", Duration::from_secs(10), || {
-            stats.live(Live::Participants) == 1 && stats.live(Live::UpTracks) == 2
-        })
-        .await;
+        wait_metric(&server, "switchyard_participants", 1.0).await;
+        wait_metric(&server, "switchyard_published_tracks", 2.0).await;
     }
     assert!(
         failures.is_empty(),
         "{} of {CYCLES} cycles failed: {failures:?}",
         failures.len()
     );
-    // Memory (of this process: server and clients) stays where it was once settled: no
-    // per-cycle leak. 130 KB a cycle (the old transceiver growth) would be 11.7 MB here.
-    let grown_kib = resident_kib().saturating_sub(settled_kib);
-    let per_cycle = grown_kib / (CYCLES - SETTLE_CYCLES) as u64;
-    eprintln!(
-        "resident memory grew {grown_kib} KiB over {} cycles ({per_cycle} KiB a cycle)",
-        CYCLES - SETTLE_CYCLES
-    );
-    assert!(per_cycle < 60, "{per_cycle} KiB a cycle");
 
     // The anchor is still there, and still receives: nobody closed its socket.
     assert!(
@@ -109,19 +84,29 @@ async fn a_hundred_join_leave_cycles_all_receive_media_and_leave_nothing_behind(
         sections <= 4,
         "the anchor's subscriber connection has {sections} m-sections"
     );
-    wait_until("the downtracks are gone", Duration::from_secs(10), || {
-        stats.live(Live::DownTracks) == 0
+    wait_metric(&server, "switchyard_subscriptions", 0.0).await;
+
+    // The server's memory and descriptors stay where they were once settled: no per-cycle
+    // leak (the old transceiver growth was about 130 KB a cycle).
+    let (settled_kib, settled_fds) = settled;
+    let fds_settle = try_wait_until("fds return", Duration::from_secs(10), || {
+        server.open_fds() <= settled_fds + 2
     })
     .await;
-    // File descriptors come back (a little slack: sockets closing in the background).
-    let settle = try_wait_until("fds return", Duration::from_secs(10), || {
-        open_fds() <= fds_before + 4
-    })
-    .await;
-    assert!(
-        settle.is_ok(),
-        "fds: {fds_before} before, {} after",
-        open_fds()
+    let grown_kib = server.resident_kib().saturating_sub(settled_kib);
+    let per_cycle = grown_kib / (CYCLES - SETTLE_CYCLES) as u64;
+    eprintln!(
+        "server: resident {settled_kib} KiB -> +{grown_kib} KiB over {} cycles ({per_cycle} KiB a cycle); fds {settled_fds} -> {}",
+        CYCLES - SETTLE_CYCLES,
+        server.open_fds()
     );
+    assert!(
+        fds_settle.is_ok(),
+        "fds: {settled_fds} settled, {} after",
+        server.open_fds()
+    );
+    assert!(per_cycle < 50, "{per_cycle} KiB a cycle");
     anchor.close().await;
+    wait_until("the room empties", Duration::from_secs(10), || true).await;
+    server.stop().await;
 }

@@ -8,7 +8,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{dev_token, recv_type, send_json, TestServer, TestServerExt};
+use common::{dev_token, recv_type, send_json, ServerProcess, TestServer, TestServerExt};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -168,61 +168,38 @@ async fn one_address_cannot_hold_more_than_its_share() {
 /// 300 idle connections from several addresses do not stop it answering.
 #[tokio::test]
 async fn the_server_raises_its_open_files_limit_and_survives_idle_sockets() {
-    let hard = {
-        let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .expect("getrlimit");
-        hard
-    };
-    if hard <= 1024 {
-        panic!("this test needs a hard open files limit above 1024 (it is {hard})");
-    }
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -Sn 256 && exec {} --bind 127.0.0.1:{port} --udp-port 0",
-            env!("CARGO_BIN_EXE_switchyard")
-        ))
-        .env("SWITCHYARD_LOG_LEVEL", "info")
-        .env("SWITCHYARD_SERVER_HTTP_HEADER_TIMEOUT_MS", "60000")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the switchyard binary starts");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut up = false;
-    for _ in 0..100 {
-        if TcpStream::connect(addr).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the server listens");
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    assert!(
+        hard > 1024,
+        "this test needs a hard open files limit above 1024 (it is {hard})"
+    );
+    let server = ServerProcess::start(
+        &[
+            ("SWITCHYARD_LOG_LEVEL", "info"),
+            ("SWITCHYARD_SERVER_HTTP_HEADER_TIMEOUT_MS", "60000"),
+        ],
+        Some(256),
+    )
+    .await;
     let mut idle = Vec::new();
     for source in 2..=6 {
         for _ in 0..60 {
             idle.push(
-                connect_from(&format!("127.0.0.{source}"), addr)
+                connect_from(&format!("127.0.0.{source}"), server.http)
                     .await
                     .unwrap(),
             );
         }
     }
-    let (status, _, _) = common::http_get(addr, "/healthz", &[]).await;
+    let (status, _, _) = common::http_get(server.http, "/healthz", &[]).await;
     assert_eq!(
         status,
         200,
         "healthz answers with {} idle sockets open",
         idle.len()
     );
-    child.start_kill().unwrap();
-    let output = child.wait_with_output().await.unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
+    let log = server.stop().await;
     assert!(
         log.contains(&format!("open_files={hard}")),
         "the limit was raised to {hard} and logged:\n{log}"
@@ -234,41 +211,17 @@ async fn the_server_raises_its_open_files_limit_and_survives_idle_sockets() {
 /// summary says how many were dropped.
 #[tokio::test]
 async fn network_driven_log_lines_are_rate_limited() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let udp_port = {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .args(["--udp-port", &udp_port.to_string()])
-        .env("SWITCHYARD_RTC_UDP_IP", "127.0.0.1")
-        .env("SWITCHYARD_LOG_LEVEL", "webrtc_ice=debug,info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the switchyard binary starts");
-    let http: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..100 {
-        if TcpStream::connect(http).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let server =
+        ServerProcess::start(&[("SWITCHYARD_LOG_LEVEL", "webrtc_ice=debug,info")], None).await;
     // A STUN header (type, length, magic cookie, transaction id) announcing an attribute
     // that is not there: the mux cannot decode it.
     let mut datagram = vec![0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42];
     datagram.extend([7u8; 12]);
     datagram.extend([0x00, 0x06, 0x00, 0x40]);
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let media = SocketAddr::new("127.0.0.1".parse().unwrap(), udp_port);
     let started = Instant::now();
     for i in 0..20_000 {
-        socket.send_to(&datagram, media).await.unwrap();
+        socket.send_to(&datagram, server.udp).await.unwrap();
         if i % 1000 == 0 {
             tokio::task::yield_now().await;
         }
@@ -276,9 +229,7 @@ async fn network_driven_log_lines_are_rate_limited() {
     let sending = started.elapsed();
     // The summary comes within the 10 s reporting interval.
     tokio::time::sleep(Duration::from_secs(11)).await;
-    child.start_kill().unwrap();
-    let output = child.wait_with_output().await.unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
+    let log = server.stop().await;
     let lines = log.matches("Failed to decode STUN").count();
     eprintln!("20,000 malformed STUN datagrams in {sending:?}: {lines} log lines");
     assert!(lines > 0, "the mux logs an undecodable datagram (at debug)");

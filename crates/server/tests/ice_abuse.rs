@@ -25,6 +25,9 @@ use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 struct Mallory {
     ws: Ws,
     pc: Arc<RTCPeerConnection>,
+    /// Whether to apply the server's answers (without, the server's ICE agent keeps
+    /// checking every pair: the most its candidates can make it send).
+    apply_answers: bool,
 }
 
 impl Mallory {
@@ -47,7 +50,11 @@ impl Mallory {
         pc.add_transceiver_from_kind(RTPCodecType::Video, None)
             .await
             .unwrap();
-        Mallory { ws, pc }
+        Mallory {
+            ws,
+            pc,
+            apply_answers: true,
+        }
     }
 
     /// Sends a publish_offer (an ICE restart when `restart`) naming `targets` in its SDP.
@@ -92,7 +99,7 @@ impl Mallory {
             let Ok(m) = serde_json::from_str::<Value>(&text) else {
                 continue;
             };
-            if m["type"] == "publish_answer" {
+            if m["type"] == "publish_answer" && self.apply_answers {
                 let answer = webrtc::peer_connection::sdp::session_description::RTCSessionDescription::answer(
                     m["sdp"].as_str().unwrap().to_owned(),
                 )
@@ -206,6 +213,7 @@ async fn ten_thousand_trickled_candidates_cost_a_bounded_number_of_checks() {
     });
 
     let mut mallory = Mallory::join(&server, "flood").await;
+    mallory.apply_answers = false;
     mallory.offer(false, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !mallory
@@ -252,7 +260,9 @@ async fn ten_thousand_trickled_candidates_cost_a_bounded_number_of_checks() {
     let checks = received.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("10,000 candidates: {checks} datagrams to the named address, {errors} error(s)");
     assert!(checks > 0, "the first candidate is checked like any other");
-    assert!(checks <= 20, "{checks} datagrams to one address");
+    // At most 8 checks per pair (webrtc-ice gives up after 7 retries), one pair per local
+    // candidate of the server (a few interfaces): not one per candidate named.
+    assert!(checks <= 40, "{checks} datagrams to one address");
     assert_eq!(errors, 1, "told once that it is over the limit");
     // The server still serves everyone else.
     let (status, _) = server.http("GET", "/healthz", None, None).await;

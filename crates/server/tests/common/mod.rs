@@ -41,6 +41,145 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub use switchyard_server::testing::TestServer;
 
+/// Where a client's signaling goes: an in-process [`TestServer`] or a [`ServerProcess`].
+pub trait Endpoint {
+    fn ws_url(&self) -> String;
+}
+
+impl Endpoint for TestServer {
+    fn ws_url(&self) -> String {
+        TestServer::ws_url(self)
+    }
+}
+
+/// The `switchyard` binary run as its own process on free loopback ports, for what only a
+/// process shows: its memory and descriptors alone, its log, its start-up. Killed on drop.
+pub struct ServerProcess {
+    pub http: SocketAddr,
+    pub udp: SocketAddr,
+    child: Option<tokio::process::Child>,
+    /// Its stderr as read so far: read all along, or a full pipe would block its logging
+    /// (and with it the server).
+    log: Arc<Mutex<Vec<u8>>>,
+    log_reader: JoinHandle<()>,
+}
+
+impl ServerProcess {
+    /// Starts it with `SWITCHYARD_*` overrides; with `open_files`, under that soft limit
+    /// (`ulimit -Sn`). Its stderr (the log) is kept for [`Self::stop`].
+    pub async fn start(env: &[(&str, &str)], open_files: Option<u64>) -> ServerProcess {
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let free_udp_port = || {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let udp: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let binary = env!("CARGO_BIN_EXE_switchyard");
+        let command = match open_files {
+            Some(limit) => format!("ulimit -Sn {limit} && exec {binary}"),
+            None => format!("exec {binary}"),
+        };
+        let mut process = tokio::process::Command::new("sh");
+        process
+            .arg("-c")
+            .arg(format!("{command} --bind {http} --udp-port {}", udp.port()))
+            .env("SWITCHYARD_RTC_UDP_IP", "127.0.0.1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in env {
+            process.env(key, value);
+        }
+        let mut child = process.spawn().expect("the switchyard binary starts");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let log: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let sink = log.clone();
+        let log_reader = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        for _ in 0..200 {
+            if TcpStream::connect(http).await.is_ok() {
+                return ServerProcess {
+                    http,
+                    udp,
+                    child: Some(child),
+                    log,
+                    log_reader,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the switchyard binary did not listen on {http}");
+    }
+
+    fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("the server process runs")
+    }
+
+    /// Its resident memory (VmRSS), in KiB.
+    pub fn resident_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Its open file descriptors.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .expect("/proc/PID/fd")
+    }
+
+    /// The value of an unlabelled metric from its `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, _, body) = http_get(self.http, "/metrics", &[]).await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    /// Stops it; returns its log.
+    pub async fn stop(mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.log_reader).await;
+        let log = self.log.lock().unwrap();
+        String::from_utf8_lossy(&log).into_owned()
+    }
+}
+
+impl Endpoint for ServerProcess {
+    fn ws_url(&self) -> String {
+        format!("ws://{}/rtc", self.http)
+    }
+}
+
 /// What the server's own tests do with a [`TestServer`] beyond starting and stopping it.
 pub trait TestServerExt {
     /// One HTTP/1.1 request to the server (`Connection: close`); returns the status and
@@ -274,12 +413,12 @@ pub struct RtcClient {
 }
 
 impl RtcClient {
-    pub async fn join(server: &TestServer, room: &str, name: &str) -> RtcClient {
+    pub async fn join(server: &impl Endpoint, room: &str, name: &str) -> RtcClient {
         RtcClient::join_with(server, room, name, VideoCodec::Vp8).await
     }
 
     pub async fn join_with(
-        server: &TestServer,
+        server: &impl Endpoint,
         room: &str,
         name: &str,
         codec: VideoCodec,
@@ -292,7 +431,7 @@ impl RtcClient {
     }
 
     pub async fn join_opts(
-        server: &TestServer,
+        server: &impl Endpoint,
         room: &str,
         name: &str,
         options: ClientOptions,
@@ -305,7 +444,9 @@ impl RtcClient {
             read_sender_reports,
         } = options;
         let token = token.unwrap_or_else(|| dev_token(room, name));
-        let mut ws = server.connect().await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .expect("websocket connects");
         send_json(
             &mut ws,
             json!({"type": "join", "room": room, "name": name, "token": token}),
