@@ -91,6 +91,20 @@ where
     if length > raw_data.remaining() {
         return Err(Error::PacketTooShort);
     }
+    // The fixed part every packet of the type has, after its header: the parsers below read
+    // it without checking (a feedback packet claiming one word made them read past the
+    // packet and panic on a datagram any peer can send).
+    let fixed = match h.packet_type {
+        // SSRC, NTP timestamp (2 words), RTP timestamp, packet and octet counts.
+        PacketType::SenderReport => 24,
+        PacketType::ReceiverReport => 4,
+        // Sender and media SSRC.
+        PacketType::TransportSpecificFeedback | PacketType::PayloadSpecificFeedback => 8,
+        _ => 0,
+    };
+    if length < fixed {
+        return Err(Error::PacketTooShort);
+    }
 
     let mut in_packet = h.marshal()?.chain(raw_data.take(length));
 

@@ -232,7 +232,10 @@ impl Forwarder {
 
         // Not the layer being forwarded. A late packet (reordered, or retransmitted
         // upstream) of a layer the subscriber *was* on still fills its own slot, if that
-        // slot never went out.
+        // slot never went out; padding never does (found by fuzz/router_core).
+        if p.padding_only {
+            return Decision::Drop(DropReason::Padding);
+        }
         if let Some(out) = self.munger.munge(p.layer, p.seq, p.ts) {
             if !self.sent.may_send(out.seq) {
                 return Decision::Drop(DropReason::TooLate);
@@ -518,6 +521,21 @@ mod tests {
             f.decide(&s.packet(0, 20, 0, true, &[0])),
             Decision::Forward(Forward { switched: true, .. })
         ));
+    }
+
+    #[test]
+    fn a_late_padding_packet_is_not_forwarded_into_its_slot() {
+        let mut s = Script::new();
+        let mut f = Forwarder::new(90_000, Some(2), 64);
+        out_seq(f.decide(&s.packet(2, 10, 0, true, &[2])));
+        let mut pad = s.packet(2, 120, 0, true, &[2]);
+        pad.padding_only = true;
+        assert_eq!(f.decide(&pad), Decision::Drop(DropReason::Padding));
+        f.set_desired(None);
+        let mut late_pad = s.packet(2, 107, 0, false, &[2]);
+        late_pad.padding_only = true;
+        late_pad.newest = false;
+        assert_eq!(f.decide(&late_pad), Decision::Drop(DropReason::Padding));
     }
 
     #[test]

@@ -140,16 +140,21 @@ impl RtpMunger {
     }
 
     fn segment_of(&self, layer: u8, in_seq: u64) -> Option<(usize, Segment)> {
-        // Newest first: nearly every packet belongs to the newest segment.
-        let mut next_out_start = self.closed_at;
+        // Newest first: nearly every packet belongs to the newest segment. A segment's
+        // output ends below the start of *every* later one, not just the next: a skip keeps
+        // the slots of a layer's lost packets, so a later switch to another layer can start
+        // below them (found by fuzz/router_core: a late packet of the old layer landed in
+        // the new layer's numbers).
+        let mut later_out_start = self.closed_at;
         for (index, segment) in self.segments.iter().enumerate().rev() {
             if segment.layer == layer && in_seq >= segment.in_start {
                 let out = segment.out_start + (in_seq - segment.in_start);
-                return next_out_start
+                return later_out_start
                     .is_none_or(|n| out < n)
                     .then_some((index, *segment));
             }
-            next_out_start = Some(segment.out_start);
+            later_out_start =
+                Some(later_out_start.map_or(segment.out_start, |n| n.min(segment.out_start)));
         }
         None
     }
@@ -242,6 +247,22 @@ mod tests {
             Munge(0, 13, 3000, Some((12, 3000))), // 13's retransmission keeps its slot
             Skip(0, 12),                          // late skip: nothing to squeeze
             Munge(0, 16, 6000, Some((14, 6000))),
+        ]);
+    }
+
+    #[test]
+    fn a_late_packet_never_lands_in_a_later_layers_numbers() {
+        run(&[
+            Switch(0, 999, 0, 0),
+            Munge(0, 999, 0, Some((999, 0))),
+            // 1000..=1056 lost upstream, 1057 padding: its slot (1057) is kept for later.
+            Skip(0, 1057),
+            // Switch to layer 1 right after the last packet sent (999).
+            Switch(1, 1058, 0, 1),
+            Munge(1, 1058, 0, Some((1000, 1))),
+            // Layer 0's 1030 arrives late: its slot 1030 is now layer 1's.
+            Munge(0, 1030, 0, None),
+            Munge(1, 1088, 0, Some((1030, 1))),
         ]);
     }
 

@@ -130,7 +130,10 @@ impl Unmarshal for FullIntraRequest {
 
         let h = Header::unmarshal(raw_packet)?;
 
-        if raw_packet_len < (HEADER_LENGTH + (4 * h.length) as usize) {
+        // The packet is its header and `length` more words; it needs room for both SSRCs
+        // (a shorter `length` made the reads below run past the packet and panic).
+        let packet_len = HEADER_LENGTH + 4 * h.length as usize;
+        if raw_packet_len < packet_len || packet_len < HEADER_LENGTH + FIR_OFFSET {
             return Err(Error::PacketTooShort.into());
         }
 
@@ -143,7 +146,8 @@ impl Unmarshal for FullIntraRequest {
 
         let mut i = HEADER_LENGTH + FIR_OFFSET;
         let mut fir = vec![];
-        while i < HEADER_LENGTH + (h.length * 4) as usize {
+        // Whole 8-byte entries only: a packet ending inside one has no more.
+        while i + 8 <= packet_len {
             fir.push(FirEntry {
                 ssrc: raw_packet.get_u32(),
                 sequence_number: raw_packet.get_u8(),

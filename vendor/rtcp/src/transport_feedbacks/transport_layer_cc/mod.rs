@@ -674,7 +674,9 @@ impl Unmarshal for TransportLayerCc {
                         }
                     }
 
-                    processed_packet_num += packet_status.symbol_list.len() as u16;
+                    // Saturating: a vector chunk can claim more packets than are left.
+                    processed_packet_num = processed_packet_num
+                        .saturating_add(packet_status.symbol_list.len() as u16);
                     initial_packet_status = PacketStatusChunk::StatusVectorChunk(packet_status);
                 }
             }
