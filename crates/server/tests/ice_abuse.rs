@@ -9,118 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{
-    client_api, dev_token, recv_type, send_json, wait_until, RtcClient, TestServer, TestServerExt,
-    Ws,
-};
-use futures_util::StreamExt;
-use serde_json::{json, Value};
-use webrtc::peer_connection::configuration::RTCConfiguration;
-use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
-use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
-
-/// A participant that signals by hand: a real webrtc-rs publisher connection, so its
-/// offers (and ICE restarts) are genuine, and whatever candidates it likes.
-struct Mallory {
-    ws: Ws,
-    pc: Arc<RTCPeerConnection>,
-    /// Whether to apply the server's answers (without, the server's ICE agent keeps
-    /// checking every pair: the most its candidates can make it send).
-    apply_answers: bool,
-}
-
-impl Mallory {
-    async fn join(server: &TestServer, room: &str) -> Mallory {
-        let mut ws = server.connect().await;
-        send_json(
-            &mut ws,
-            json!({"type": "join", "room": room, "name": "mallory", "token": dev_token(room, "mallory")}),
-        )
-        .await;
-        recv_type(&mut ws, "joined", Duration::from_secs(5)).await;
-        // (The API's socket stays open for the rest of this short test.)
-        let pc = Arc::new(
-            client_api()
-                .0
-                .new_peer_connection(RTCConfiguration::default())
-                .await
-                .unwrap(),
-        );
-        pc.add_transceiver_from_kind(RTPCodecType::Video, None)
-            .await
-            .unwrap();
-        Mallory {
-            ws,
-            pc,
-            apply_answers: true,
-        }
-    }
-
-    /// Sends a publish_offer (an ICE restart when `restart`) naming `targets` in its SDP.
-    async fn offer(&mut self, restart: bool, targets: &[SocketAddr]) {
-        let options = restart.then(|| RTCOfferOptions {
-            ice_restart: true,
-            ..Default::default()
-        });
-        let offer = self.pc.create_offer(options).await.unwrap();
-        let mut gathered = self.pc.gathering_complete_promise().await;
-        self.pc.set_local_description(offer).await.unwrap();
-        let _ = gathered.recv().await;
-        let mut sdp = self.pc.local_description().await.unwrap().sdp;
-        for (i, target) in targets.iter().enumerate() {
-            sdp.push_str(&candidate_line(i, *target));
-            sdp.push_str("\r\n");
-        }
-        send_json(&mut self.ws, json!({"type": "publish_offer", "sdp": sdp})).await;
-    }
-
-    async fn trickle(&mut self, index: usize, target: SocketAddr) {
-        send_json(
-            &mut self.ws,
-            json!({"type": "candidate", "target": "publisher",
-                   "candidate": {"candidate": &candidate_line(index, target)[2..]}}),
-        )
-        .await;
-    }
-
-    /// Reads whatever the server sent (answers, errors), applying answers.
-    async fn drain(&mut self) -> Vec<Value> {
-        let mut seen = Vec::new();
-        while let Ok(Some(Ok(message))) =
-            tokio::time::timeout(Duration::from_millis(5), self.ws.next()).await
-        {
-            if let tokio_tungstenite::tungstenite::Message::Close(frame) = &message {
-                panic!("mallory's socket was closed: {frame:?}");
-            }
-            let Ok(text) = message.into_text() else {
-                continue;
-            };
-            let Ok(m) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            if m["type"] == "publish_answer" && self.apply_answers {
-                let answer = webrtc::peer_connection::sdp::session_description::RTCSessionDescription::answer(
-                    m["sdp"].as_str().unwrap().to_owned(),
-                )
-                .unwrap();
-                let _ = self.pc.set_remote_description(answer).await;
-            }
-            seen.push(m);
-        }
-        seen
-    }
-}
-
-/// An `a=candidate` line for `target` with priority high enough to be checked first.
-fn candidate_line(index: usize, target: SocketAddr) -> String {
-    format!(
-        "a=candidate:{} 1 udp 2130706431 {} {} typ host",
-        9000 + index,
-        target.ip(),
-        target.port()
-    )
-}
+use common::{wait_until, Mallory, RtcClient, TestServer, TestServerExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn naming_another_participants_address_does_not_disturb_its_media() {
@@ -139,7 +28,7 @@ async fn naming_another_participants_address_does_not_disturb_its_media() {
     assert_eq!(victims.len(), 4, "both connections of both: {victims:?}");
 
     // Mallory names all four, in her offers and trickled, restarting ICE every 1.5 s.
-    let mut mallory = Mallory::join(&server, "victims").await;
+    let mut mallory = Mallory::join(&server, "victims", "mallory").await;
     let start = Instant::now();
     // The microphones send every 20 ms: a stall shows within a few packets.
     let mut last = (
@@ -212,7 +101,7 @@ async fn ten_thousand_trickled_candidates_cost_a_bounded_number_of_checks() {
         }
     });
 
-    let mut mallory = Mallory::join(&server, "flood").await;
+    let mut mallory = Mallory::join(&server, "flood", "mallory").await;
     mallory.apply_answers = false;
     mallory.offer(false, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -273,7 +162,7 @@ async fn ten_thousand_trickled_candidates_cost_a_bounded_number_of_checks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ice_restarts_are_rate_limited() {
     let server = TestServer::start().await;
-    let mut mallory = Mallory::join(&server, "restarts").await;
+    let mut mallory = Mallory::join(&server, "restarts", "mallory").await;
     mallory.offer(false, &[]).await;
     // Re-offers are applied once the first negotiation is up.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -25,13 +25,14 @@ use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
 use webrtc::ice::udp_network::UDPNetwork;
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtcp::sender_report::SenderReport;
 use webrtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
-use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocalWriter;
 
@@ -719,6 +720,19 @@ impl RtcClient {
             .expect("NACK sent");
     }
 
+    /// Sends the server one NACK naming `pairs` (each a packet id and a bitmask of the 16
+    /// after it) for a track this client receives.
+    pub async fn send_nack_pairs(&self, media_ssrc: u32, pairs: Vec<NackPair>) {
+        let nack = TransportLayerNack {
+            sender_ssrc: 0,
+            media_ssrc,
+            nacks: pairs,
+        };
+        if let Err(e) = self.subscriber.write_rtcp(&[Box::new(nack)]).await {
+            eprintln!("NACK not sent: {e}");
+        }
+    }
+
     /// Sends the server a keyframe request (PLI, or FIR when `fir`) for a track this
     /// client receives.
     pub async fn send_keyframe_request(&self, media_ssrc: u32, fir: bool) {
@@ -860,6 +874,110 @@ impl webrtc::track::track_local::TrackLocal for CapturingTrack {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+}
+
+/// A participant that signals by hand: a real webrtc-rs publisher connection, so its
+/// offers (and ICE restarts) are genuine, and whatever candidates it likes.
+pub struct Mallory {
+    pub ws: Ws,
+    pub pc: Arc<RTCPeerConnection>,
+    /// Whether to apply the server's answers (without, the server's ICE agent keeps
+    /// checking every pair: the most its candidates can make it send).
+    pub apply_answers: bool,
+}
+
+impl Mallory {
+    pub async fn join(server: &impl Endpoint, room: &str, name: &str) -> Mallory {
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .expect("websocket connects");
+        send_json(
+            &mut ws,
+            json!({"type": "join", "room": room, "name": name, "token": dev_token(room, name)}),
+        )
+        .await;
+        recv_type(&mut ws, "joined", Duration::from_secs(5)).await;
+        // (The API's socket stays open for the rest of this short test.)
+        let pc = Arc::new(
+            client_api()
+                .0
+                .new_peer_connection(RTCConfiguration::default())
+                .await
+                .unwrap(),
+        );
+        pc.add_transceiver_from_kind(RTPCodecType::Video, None)
+            .await
+            .unwrap();
+        Mallory {
+            ws,
+            pc,
+            apply_answers: true,
+        }
+    }
+
+    /// Sends a publish_offer (an ICE restart when `restart`) naming `targets` in its SDP.
+    pub async fn offer(&mut self, restart: bool, targets: &[SocketAddr]) {
+        let options = restart.then(|| RTCOfferOptions {
+            ice_restart: true,
+            ..Default::default()
+        });
+        let offer = self.pc.create_offer(options).await.unwrap();
+        let mut gathered = self.pc.gathering_complete_promise().await;
+        self.pc.set_local_description(offer).await.unwrap();
+        let _ = gathered.recv().await;
+        let mut sdp = self.pc.local_description().await.unwrap().sdp;
+        for (i, target) in targets.iter().enumerate() {
+            sdp.push_str(&candidate_line(i, *target));
+            sdp.push_str("\r\n");
+        }
+        send_json(&mut self.ws, json!({"type": "publish_offer", "sdp": sdp})).await;
+    }
+
+    pub async fn trickle(&mut self, index: usize, target: SocketAddr) {
+        send_json(
+            &mut self.ws,
+            json!({"type": "candidate", "target": "publisher",
+                   "candidate": {"candidate": &candidate_line(index, target)[2..]}}),
+        )
+        .await;
+    }
+
+    /// Reads whatever the server sent (answers, errors), applying answers.
+    pub async fn drain(&mut self) -> Vec<Value> {
+        let mut seen = Vec::new();
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_millis(5), self.ws.next()).await
+        {
+            if let tokio_tungstenite::tungstenite::Message::Close(frame) = &message {
+                panic!("mallory's socket was closed: {frame:?}");
+            }
+            let Ok(text) = message.into_text() else {
+                continue;
+            };
+            let Ok(m) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            if m["type"] == "publish_answer" && self.apply_answers {
+                let answer = webrtc::peer_connection::sdp::session_description::RTCSessionDescription::answer(
+                    m["sdp"].as_str().unwrap().to_owned(),
+                )
+                .unwrap();
+                let _ = self.pc.set_remote_description(answer).await;
+            }
+            seen.push(m);
+        }
+        seen
+    }
+}
+
+/// An `a=candidate` line for `target` with priority high enough to be checked first.
+pub fn candidate_line(index: usize, target: SocketAddr) -> String {
+    format!(
+        "a=candidate:{} 1 udp 2130706431 {} {} typ host",
+        9000 + index,
+        target.ip(),
+        target.port()
+    )
 }
 
 /// Applies a subscribe offer and returns the complete answer (candidates gathered).
