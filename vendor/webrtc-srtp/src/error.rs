@@ -10,6 +10,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub enum Error {
     #[error("duplicated packet")]
     ErrDuplicated,
+    #[error("SSRC {0}: the context keeps state for no more SSRCs")]
+    SsrcLimit(u32),
     #[error("SRTP master key is not long enough")]
     ErrShortSrtpMasterKey,
     #[error("SRTP master salt is not long enough")]

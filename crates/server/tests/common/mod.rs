@@ -687,10 +687,32 @@ impl RtcClient {
     /// Sends an RTP packet on the camera's stream exactly as given (payload type, size),
     /// as a broken or hostile publisher would; false if the camera is not bound yet.
     pub async fn send_raw_video(&self, payload_type: u8, payload: Vec<u8>) -> bool {
-        let Some((ssrc, writer)) = self.raw_video.binding.lock().unwrap().clone() else {
+        let Some(ssrc) = self.raw_video.binding.lock().unwrap().as_ref().map(|b| b.0) else {
             return false;
         };
         let seq = self.raw_video.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.send_raw_rtp(ssrc, payload_type, seq, payload).await
+    }
+
+    /// Sends an RTP packet under any SSRC through the camera's sender (so it is encrypted
+    /// with the connection's keys): a publisher inventing streams.
+    pub async fn send_raw_rtp(
+        &self,
+        ssrc: u32,
+        payload_type: u8,
+        seq: u16,
+        payload: Vec<u8>,
+    ) -> bool {
+        let Some(writer) = self
+            .raw_video
+            .binding
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|b| b.1.clone())
+        else {
+            return false;
+        };
         let packet = webrtc::rtp::packet::Packet {
             header: webrtc::rtp::header::Header {
                 version: 2,

@@ -26,6 +26,11 @@ const SEQ_NUM_MEDIAN: u16 = 1 << 15;
 const SEQ_NUM_MAX: u16 = u16::MAX;
 
 /// Encrypt/Decrypt state for a single SRTP SSRC
+/// The most remote SSRCs one context keeps state for (Switchyard); packets of more are
+/// refused. A peer sends a few per track: 32 media sections x 3 simulcast layers x 2 (RTX)
+/// is 192.
+pub const MAX_REMOTE_SSRCS: usize = 256;
+
 #[derive(Default)]
 pub(crate) struct SrtpSsrcState {
     ssrc: u32,

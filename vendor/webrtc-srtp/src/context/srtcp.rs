@@ -13,7 +13,23 @@ impl Context {
         let index = self.cipher.get_rtcp_index(encrypted);
         let ssrc = u32::from_be_bytes([encrypted[4], encrypted[5], encrypted[6], encrypted[7]]);
 
-        if let Some(replay_detector) = &mut self.get_srtcp_ssrc_state(ssrc).replay_detector {
+        // Switchyard: as for SRTP (srtp.rs), no state for an SSRC before a packet of it
+        // authenticated, and at most MAX_REMOTE_SSRCS.
+        let mut fresh = None;
+        let state = match self.srtcp_ssrc_states.get_mut(&ssrc) {
+            Some(state) => state,
+            None => {
+                if self.srtcp_ssrc_states.len() >= MAX_REMOTE_SSRCS {
+                    return Err(Error::SsrcLimit(ssrc));
+                }
+                fresh.insert(SrtcpSsrcState {
+                    ssrc,
+                    replay_detector: Some((self.new_srtcp_replay_detector)()),
+                    ..Default::default()
+                })
+            }
+        };
+        if let Some(replay_detector) = &mut state.replay_detector {
             if !replay_detector.check(index as u64) {
                 return Err(Error::SrtcpSsrcDuplicated(ssrc, index));
             }
@@ -21,7 +37,11 @@ impl Context {
 
         let dst = self.cipher.decrypt_rtcp(encrypted, index, ssrc)?;
 
-        if let Some(replay_detector) = &mut self.get_srtcp_ssrc_state(ssrc).replay_detector {
+        let state = match fresh {
+            Some(state) => self.srtcp_ssrc_states.entry(ssrc).or_insert(state),
+            None => self.get_srtcp_ssrc_state(ssrc),
+        };
+        if let Some(replay_detector) = &mut state.replay_detector {
             replay_detector.accept();
         }
 

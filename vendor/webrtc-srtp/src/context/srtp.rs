@@ -15,7 +15,24 @@ impl Context {
             return Err(Error::ErrTooShortRtp);
         }
 
-        let state = self.get_srtp_ssrc_state(header.ssrc);
+        // Switchyard: an SSRC's state is kept only once a packet of it authenticated, and at
+        // most MAX_REMOTE_SSRCS of them: the published code made one for every SSRC any
+        // datagram named, before checking it, so garbage with random SSRCs grew the
+        // context without bound.
+        let mut fresh = None;
+        let state = match self.srtp_ssrc_states.get_mut(&header.ssrc) {
+            Some(state) => state,
+            None => {
+                if self.srtp_ssrc_states.len() >= MAX_REMOTE_SSRCS {
+                    return Err(Error::SsrcLimit(header.ssrc));
+                }
+                fresh.insert(SrtpSsrcState {
+                    ssrc: header.ssrc,
+                    replay_detector: Some((self.new_srtp_replay_detector)()),
+                    ..Default::default()
+                })
+            }
+        };
         let (roc, diff, _) = state.next_rollover_count(header.sequence_number);
         if let Some(replay_detector) = &mut state.replay_detector {
             if !replay_detector.check(header.sequence_number as u64) {
@@ -27,13 +44,14 @@ impl Context {
         }
 
         let dst = self.cipher.decrypt_rtp(encrypted, header, roc)?;
-        {
-            let state = self.get_srtp_ssrc_state(header.ssrc);
-            if let Some(replay_detector) = &mut state.replay_detector {
-                replay_detector.accept();
-            }
-            state.update_rollover_count(header.sequence_number, diff);
+        let state = match fresh {
+            Some(state) => self.srtp_ssrc_states.entry(header.ssrc).or_insert(state),
+            None => self.get_srtp_ssrc_state(header.ssrc),
+        };
+        if let Some(replay_detector) = &mut state.replay_detector {
+            replay_detector.accept();
         }
+        state.update_rollover_count(header.sequence_number, diff);
 
         Ok(dst)
     }
