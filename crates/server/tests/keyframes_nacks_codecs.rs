@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{wait_until, RtcClient, TestServer, VideoCodec};
+use common::{digest, wait_until, ClientOptions, RtcClient, TestServer, VideoCodec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn new_subscriber_gets_a_keyframe_request_and_nacks_stay_on_the_server() {
@@ -61,6 +61,57 @@ async fn new_subscriber_gets_a_keyframe_request_and_nacks_stay_on_the_server() {
         0,
         "a subscriber's NACK reached the publisher"
     );
+    alice.close().await;
+    bob.close().await;
+}
+
+/// A subscriber that negotiated RTX (as browsers do) gets resends on the RTX stream: its
+/// own SSRC and sequence numbers (never the media stream's SRTP nonces again), carrying the
+/// original sequence number and the payload exactly as first sent (RFC 4588).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nacks_are_answered_on_rtx_where_the_subscriber_negotiated_it() {
+    let server = TestServer::start().await;
+    let alice = RtcClient::join(&server, "rtx", "alice").await;
+    let options = ClientOptions {
+        rtx: true,
+        ..ClientOptions::default()
+    };
+    let bob = RtcClient::join_opts(&server, "rtx", "bob", options).await;
+    wait_until(
+        "bob receives alice's video",
+        Duration::from_secs(20),
+        || bob.count(&alice.id, "alice-cam") >= 20,
+    )
+    .await;
+    let seen = bob.seen(&alice.id, "alice-cam").unwrap();
+    let nacked = seen.last_seq.wrapping_sub(5);
+    let original = seen.payload_digest(nacked).expect("bob has that packet");
+    bob.send_nack(seen.ssrc, nacked).await;
+    wait_until("an RTX packet arrives", Duration::from_secs(3), || {
+        !bob.rtx.lock().unwrap().is_empty()
+    })
+    .await;
+    let (rtx_ssrc, first_rtx_seq, payload) = bob.rtx.lock().unwrap()[0].clone();
+    assert_ne!(rtx_ssrc, seen.ssrc, "its own SSRC");
+    assert_eq!(
+        &payload[..2],
+        &nacked.to_be_bytes(),
+        "the original sequence number"
+    );
+    assert_eq!(digest(&payload[2..]), original, "the payload as first sent");
+    // Nothing came again under the media stream's sequence number.
+    let after = bob.seen(&alice.id, "alice-cam").unwrap();
+    assert_eq!(after.duplicates, 0);
+    // Lost again later: another RTX packet, under the next RTX sequence number.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    bob.send_nack(seen.ssrc, nacked).await;
+    wait_until("a second RTX packet", Duration::from_secs(3), || {
+        bob.rtx.lock().unwrap().len() >= 2
+    })
+    .await;
+    let (ssrc, seq, again) = bob.rtx.lock().unwrap()[1].clone();
+    assert_eq!((ssrc, seq), (rtx_ssrc, first_rtx_seq.wrapping_add(1)));
+    assert_eq!(again, payload);
     alice.close().await;
     bob.close().await;
 }

@@ -49,6 +49,31 @@ struct Negotiated {
     mid: Option<(u8, Bytes)>,
     /// The subscriber's id for the audio-level extension, if it accepted it.
     audio_level: Option<u8>,
+    /// Where resends go when the subscriber negotiated RTX (RFC 4588) for our codec.
+    rtx: Option<Rtx>,
+}
+
+/// A sender's retransmission stream: its own SSRC, payload type and sequence numbers, so a
+/// resend never reuses the media stream's SRTP nonces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Rtx {
+    ssrc: u32,
+    payload_type: u8,
+}
+
+/// The RTX payload type the subscriber negotiated for `payload_type` (`apt=`), if any.
+fn rtx_payload_type(payload_type: u8, negotiated: &[RTCRtpCodecParameters]) -> Option<u8> {
+    negotiated
+        .iter()
+        .filter(|c| c.capability.mime_type.eq_ignore_ascii_case("video/rtx"))
+        .find(|c| {
+            c.capability
+                .sdp_fmtp_line
+                .split(';')
+                .filter_map(|p| p.trim().strip_prefix("apt="))
+                .any(|apt| apt.trim().parse() == Ok(payload_type))
+        })
+        .map(|c| c.payload_type)
 }
 
 /// A per-subscriber local track: webrtc-rs binds it when the subscriber's answer arrives,
@@ -144,11 +169,16 @@ impl TrackLocal for DownTrackLocal {
         let mid = extension_id(SDES_MID_URI)
             .zip(t.mid())
             .map(|(id, mid)| (id, Bytes::copy_from_slice(mid.as_bytes())));
+        let rtx = t
+            .rtx_ssrc()
+            .zip(rtx_payload_type(codec.payload_type, t.codec_parameters()))
+            .map(|(ssrc, payload_type)| Rtx { ssrc, payload_type });
         self.set_binding(Some(Negotiated {
             ssrc: t.ssrc(),
             payload_type: codec.payload_type,
             mid,
             audio_level: extension_id(AUDIO_LEVEL_URI),
+            rtx,
         }));
         Ok(codec)
     }
@@ -211,6 +241,8 @@ struct SinkState {
     /// Reused from packet to packet: its extension list keeps its capacity.
     header: Header,
     report: SenderReportState,
+    /// The RTX stream's next sequence number.
+    rtx_seq: u16,
 }
 
 impl DownSink {
@@ -230,6 +262,7 @@ impl DownSink {
                 binding_start: None,
                 header: Header::default(),
                 report: SenderReportState::default(),
+                rtx_seq: 0,
             }),
             _live: stats.live_guard(Live::DownTracks),
         });
@@ -253,6 +286,12 @@ impl DownSink {
             state.negotiated = self.local.binding();
             state.seen = generation;
             state.binding_start = None;
+            // RFC 4588: the RTX stream starts at a random sequence number; its SSRC is one.
+            state.rtx_seq = state
+                .negotiated
+                .as_ref()
+                .and_then(|n| n.rtx)
+                .map_or(0, |rtx| rtx.ssrc as u16);
         }
         let negotiated = state.negotiated.as_ref()?;
         if out.forward.resend {
@@ -265,11 +304,23 @@ impl DownSink {
         } else if state.binding_start.is_none() {
             state.binding_start = Some(out.forward.seq);
         }
-        let payload_bytes = write_packet(&mut state.header, out, negotiated, buffer)?;
+        // A resend goes on the RTX stream where there is one (a fresh sequence number of its
+        // own each time), else again under its own sequence number, byte for byte.
+        let rtx = match (out.forward.resend, negotiated.rtx) {
+            (true, Some(rtx)) => {
+                let seq = state.rtx_seq;
+                state.rtx_seq = seq.wrapping_add(1);
+                Some((rtx, seq))
+            }
+            _ => None,
+        };
+        let payload_bytes = write_packet(&mut state.header, out, negotiated, rtx, buffer)?;
         let destination = self.egress.seal(buffer, &state.header)?;
-        state
-            .report
-            .on_sent(state.header.timestamp, payload_bytes, now);
+        if rtx.is_none() {
+            state
+                .report
+                .on_sent(state.header.timestamp, payload_bytes, now);
+        }
         Some((destination, payload_bytes))
     }
 
@@ -379,11 +430,14 @@ impl DownTrack {
 
 /// Writes the packet `out` as the subscriber negotiated it (`to`) into `buffer`, reusing
 /// `header`: RTP header with the subscriber's ids, then the payload, its VP8 descriptor
-/// rewritten in place. Returns the payload size, `None` if the header cannot be written.
+/// rewritten in place. With `rtx` (the stream and its sequence number), as an RTX packet
+/// (RFC 4588 4): the RTX stream's header, the original sequence number, then the same
+/// payload. Returns the payload size, `None` if the header cannot be written.
 fn write_packet(
     header: &mut Header,
     out: &Outgoing<Arc<UpPacket>>,
     to: &Negotiated,
+    rtx: Option<(Rtx, u16)>,
     buffer: &mut Vec<u8>,
 ) -> Option<usize> {
     let source = &out.packet.rtp;
@@ -391,10 +445,12 @@ fn write_packet(
     // webrtc-rs took any padding off the payload when it parsed the packet.
     header.padding = false;
     header.marker = source.header.marker;
-    header.payload_type = to.payload_type;
-    header.sequence_number = out.forward.seq as u16;
     header.timestamp = out.forward.ts as u32;
-    header.ssrc = to.ssrc;
+    let original_seq = out.forward.seq as u16;
+    (header.ssrc, header.payload_type, header.sequence_number) = match rtx {
+        Some((rtx, seq)) => (rtx.ssrc, rtx.payload_type, seq),
+        None => (to.ssrc, to.payload_type, original_seq),
+    };
     // Almost always both empty: skip the slice comparison, a libc call per copy.
     if !(header.csrc.is_empty() && source.header.csrc.is_empty()) {
         header.csrc.clone_from(&source.header.csrc);
@@ -415,10 +471,14 @@ fn write_packet(
     buffer.clear();
     buffer.resize(header_len, 0);
     header.marshal_to(&mut buffer[..]).ok()?;
+    if rtx.is_some() {
+        buffer.extend_from_slice(&original_seq.to_be_bytes());
+    }
+    let payload_start = buffer.len();
     buffer.extend_from_slice(&source.payload);
     if let (Some(rewrite), Some(descriptor)) = (out.forward.vp8, &out.vp8) {
         vp8::rewrite(
-            &mut buffer[header_len..],
+            &mut buffer[payload_start..],
             descriptor,
             rewrite.picture_id,
             rewrite.tl0picidx,
@@ -637,6 +697,7 @@ mod tests {
             payload_type: 111,
             mid: Some((1, Bytes::from_static(b"3"))),
             audio_level,
+            rtx: None,
         }
     }
 
@@ -648,7 +709,7 @@ mod tests {
         to: &Negotiated,
     ) -> Packet {
         use webrtc::util::Unmarshal;
-        let payload_bytes = write_packet(header, out, to, buffer).unwrap();
+        let payload_bytes = write_packet(header, out, to, None, buffer).unwrap();
         assert_eq!(payload_bytes, out.packet.rtp.payload.len());
         Packet::unmarshal(&mut &buffer[..]).unwrap()
     }
@@ -700,6 +761,74 @@ mod tests {
             first_ptr,
             "the buffer is reused, not reallocated"
         );
+    }
+
+    /// A resend on RTX (RFC 4588 4): the RTX stream's SSRC, payload type and sequence
+    /// number, then the original sequence number, then the payload exactly as first sent
+    /// (VP8 descriptor rewritten the same way).
+    #[test]
+    fn a_resend_on_rtx_carries_the_original_packet() {
+        use webrtc::util::Unmarshal;
+        static PAYLOAD: [u8; 8] = [0x90, 0x80, 0x81, 0x02, 0xAA, 0xBB, 0xCC, 0xDD];
+        let out = outgoing(&PAYLOAD, None, true);
+        let to = Negotiated {
+            rtx: Some(Rtx {
+                ssrc: 4242,
+                payload_type: 97,
+            }),
+            ..negotiated(None)
+        };
+        let (mut header, mut buffer) = (Header::default(), Vec::new());
+        let first = on_the_wire(&mut header, &mut buffer, &out, &to);
+        let rtx = Rtx {
+            ssrc: 4242,
+            payload_type: 97,
+        };
+        let payload_bytes = write_packet(&mut header, &out, &to, Some((rtx, 900)), &mut buffer);
+        assert_eq!(payload_bytes, Some(PAYLOAD.len()));
+        let resent = Packet::unmarshal(&mut &buffer[..]).unwrap();
+        assert_eq!(
+            (
+                resent.header.ssrc,
+                resent.header.payload_type,
+                resent.header.sequence_number
+            ),
+            (4242, 97, 900)
+        );
+        assert_eq!(resent.header.timestamp, first.header.timestamp);
+        assert_eq!(resent.header.marker, first.header.marker);
+        assert_eq!(
+            &resent.payload[..2],
+            &first.header.sequence_number.to_be_bytes()
+        );
+        assert_eq!(
+            &resent.payload[2..],
+            &first.payload[..],
+            "the same payload, rewritten alike"
+        );
+    }
+
+    #[test]
+    fn the_rtx_payload_type_is_the_one_whose_apt_names_ours() {
+        let rtx = |pt: u8, fmtp: &str| RTCRtpCodecParameters {
+            capability: RTCRtpCodecCapability {
+                mime_type: "video/rtx".into(),
+                clock_rate: 90000,
+                sdp_fmtp_line: fmtp.into(),
+                ..Default::default()
+            },
+            payload_type: pt,
+            ..Default::default()
+        };
+        let theirs = [
+            codec("video/VP8", "", 96),
+            rtx(97, "apt=96"),
+            codec("video/VP9", "profile-id=0", 98),
+            rtx(99, "apt=98;rtx-time=3000"),
+        ];
+        assert_eq!(rtx_payload_type(96, &theirs), Some(97));
+        assert_eq!(rtx_payload_type(98, &theirs), Some(99));
+        assert_eq!(rtx_payload_type(102, &theirs), None);
     }
 
     /// Chrome's packets carry one-byte extensions with padding: none of them, and none of

@@ -141,9 +141,19 @@ fn video_codec(mime: &str, fmtp: &str, payload_type: u8) -> RTCRtpCodecParameter
     }
 }
 
-/// The codecs Switchyard forwards. No RTX: webrtc-rs 0.17 drops repaired streams, so
-/// without it Chrome retransmits in the main stream, which the router forwards as is.
-fn media_engine() -> Result<MediaEngine> {
+/// Which side of a participant a media engine is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Receives publishers' media. No RTX: webrtc-rs 0.17 drops repaired streams, so
+    /// without it Chrome retransmits in the main stream, which the router forwards as is.
+    Publisher,
+    /// Sends to subscribers. With RTX where the subscriber negotiates it: resends go on
+    /// their own stream (own SSRC and sequence numbers), as browsers send theirs.
+    Subscriber,
+}
+
+/// The codecs Switchyard forwards.
+fn media_engine(side: Side) -> Result<MediaEngine> {
     let mut m = MediaEngine::default();
     m.register_codec(
         RTCRtpCodecParameters {
@@ -173,7 +183,25 @@ fn media_engine() -> Result<MediaEngine> {
             108,
         ),
     ] {
+        let payload_type = codec.payload_type;
         m.register_codec(codec, RTPCodecType::Video)?;
+        // Each video codec's RTX (RFC 4588) codec is the next payload type.
+        if side == Side::Subscriber {
+            m.register_codec(
+                RTCRtpCodecParameters {
+                    capability: RTCRtpCodecCapability {
+                        mime_type: "video/rtx".to_owned(),
+                        clock_rate: 90000,
+                        channels: 0,
+                        sdp_fmtp_line: format!("apt={payload_type}"),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: payload_type + 1,
+                    ..Default::default()
+                },
+                RTPCodecType::Video,
+            )?;
+        }
     }
     // mid/rid are what webrtc-rs needs to demultiplex (and, later, to receive simulcast).
     for (uri, kinds) in [
@@ -311,7 +339,7 @@ impl RtcEngine {
             setting_engine.set_ip_filter(Box::new(move |ip| ip == bound_ip));
         }
 
-        let mut media = media_engine()?;
+        let mut media = media_engine(Side::Publisher)?;
         let registry = interceptors(&mut media)?;
         // Publishers' packets are read whole whatever their size (up to what the UDP mux
         // reads), so one too big to forward reaches the uptrack, which drops and counts it
@@ -323,10 +351,13 @@ impl RtcEngine {
             .with_interceptor_registry(registry)
             .with_setting_engine(publisher_settings)
             .build();
+        // Each subscriber sender gets an RTX stream (used when the subscriber negotiates RTX).
+        let mut subscriber_settings = setting_engine;
+        subscriber_settings.enable_sender_rtx(true);
         let subscriber_api = APIBuilder::new()
-            .with_media_engine(media_engine()?)
+            .with_media_engine(media_engine(Side::Subscriber)?)
             .with_interceptor_registry(Registry::new())
-            .with_setting_engine(setting_engine)
+            .with_setting_engine(subscriber_settings)
             .build();
         Ok(RtcEngine {
             publisher_api,

@@ -269,10 +269,41 @@ pub async fn recv_type(ws: &mut Ws, type_name: &str, within: Duration) -> Value 
 /// A webrtc-rs API as the test clients use it: loopback only, its own UDP socket (close the
 /// mux when done with it: its reader task holds the socket open otherwise).
 pub fn client_api() -> (API, Arc<UDPMuxDefault>) {
+    client_api_with(None)
+}
+
+/// RTX packets a client received: (SSRC, sequence number, payload: the original sequence
+/// number and the original payload).
+pub type RtxPackets = Arc<Mutex<Vec<(u32, u16, Vec<u8>)>>>;
+
+/// As [`client_api`]; with `rtx`, it also negotiates RTX for VP8 (as browsers do) and
+/// records every RTX packet it receives there (webrtc-rs 0.17 reads RTX streams but hands
+/// their packets to nobody).
+pub fn client_api_with(rtx: Option<RtxPackets>) -> (API, Arc<UDPMuxDefault>) {
     let mut media = MediaEngine::default();
     media.register_default_codecs().expect("codecs");
-    let registry =
+    if rtx.is_some() {
+        media
+            .register_codec(
+                webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecParameters {
+                    capability: RTCRtpCodecCapability {
+                        mime_type: "video/rtx".to_owned(),
+                        clock_rate: 90000,
+                        sdp_fmtp_line: "apt=96".to_owned(),
+                        ..Default::default()
+                    },
+                    payload_type: 97,
+                    ..Default::default()
+                },
+                RTPCodecType::Video,
+            )
+            .expect("rtx codec");
+    }
+    let mut registry =
         register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
+    if let Some(packets) = rtx {
+        registry.add(Box::new(RtxTapBuilder(packets)));
+    }
     let mut settings = SettingEngine::default();
     settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
     settings.set_network_types(vec![NetworkType::Udp4]);
@@ -317,6 +348,23 @@ pub struct TrackSeen {
     /// Of those, packets whose bytes differ from the first packet with that sequence
     /// number: SRTP would have encrypted two plaintexts with one key stream.
     pub mismatched_duplicates: u64,
+    /// A hash of each packet's payload by sequence number (to compare an RTX packet's).
+    payloads: HashMap<u16, u64>,
+}
+
+impl TrackSeen {
+    /// A hash of the payload first received under `seq`.
+    pub fn payload_digest(&self, seq: u16) -> Option<u64> {
+        self.payloads.get(&seq).copied()
+    }
+}
+
+/// A hash of bytes, to compare payloads without keeping them.
+pub fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// RTCP the publisher side received from the server, on its video sender.
@@ -375,6 +423,9 @@ pub struct ClientOptions {
     /// the receiver's track lock while it waits, so each renegotiation waits for the next
     /// Sender Report (up to 1 s), and the track's RTP reads queue behind it.
     pub read_sender_reports: bool,
+    /// Negotiate RTX for VP8 on the subscriber connection, as browsers do, and record the
+    /// RTX packets received ([`RtcClient::rtx`]).
+    pub rtx: bool,
 }
 
 impl Default for ClientOptions {
@@ -385,6 +436,7 @@ impl Default for ClientOptions {
             on_track_published: None,
             token: None,
             read_sender_reports: false,
+            rtx: false,
         }
     }
 }
@@ -398,6 +450,8 @@ pub struct RtcClient {
     pub received: Received,
     pub seen: Arc<Mutex<HashMap<(String, String), TrackSeen>>>,
     pub feedback: Arc<PublisherFeedback>,
+    /// RTX packets received on the subscriber connection (with `rtx`).
+    pub rtx: RtxPackets,
     /// Sender Reports the server sent, with their arrival (with `read_sender_reports`).
     pub sender_reports: Arc<Mutex<Vec<(SenderReport, Instant)>>>,
     /// Every server message the signaling task saw after `joined`, in order.
@@ -443,6 +497,7 @@ impl RtcClient {
             on_track_published,
             token,
             read_sender_reports,
+            rtx,
         } = options;
         let token = token.unwrap_or_else(|| dev_token(room, name));
         let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url())
@@ -459,7 +514,8 @@ impl RtcClient {
         // One API (and so one socket) per connection, as a browser has: the server tells
         // its connections apart by the client's address.
         let (publisher_api, publisher_mux) = client_api();
-        let (subscriber_api, subscriber_mux) = client_api();
+        let rtx_packets: RtxPackets = Arc::default();
+        let (subscriber_api, subscriber_mux) = client_api_with(rtx.then(|| rtx_packets.clone()));
         let publisher = Arc::new(
             publisher_api
                 .new_peer_connection(RTCConfiguration::default())
@@ -509,6 +565,10 @@ impl RtcClient {
                     entry.last_seq = packet.header.sequence_number;
                     entry.last_ts = packet.header.timestamp;
                     entry.last_arrival = Some(Instant::now());
+                    entry
+                        .payloads
+                        .entry(packet.header.sequence_number)
+                        .or_insert_with(|| digest(&packet.payload));
                     let digest = packet_digest(&packet);
                     if let Some(first) = entry.packets.insert(packet.header.sequence_number, digest)
                     {
@@ -585,6 +645,7 @@ impl RtcClient {
             joined,
             received,
             seen,
+            rtx: rtx_packets,
             sender_reports,
             feedback: Arc::default(),
             events,
@@ -840,6 +901,94 @@ fn packet_digest(packet: &webrtc::rtp::packet::Packet) -> u64 {
         .unwrap_or_default()
         .hash(&mut hasher);
     hasher.finish()
+}
+
+/// Records the RTX packets a connection receives (see [`client_api_with`]).
+struct RtxTapBuilder(RtxPackets);
+
+impl webrtc::interceptor::InterceptorBuilder for RtxTapBuilder {
+    fn build(
+        &self,
+        _id: &str,
+    ) -> Result<Arc<dyn webrtc::interceptor::Interceptor + Send + Sync>, webrtc::interceptor::Error>
+    {
+        Ok(Arc::new(RtxTap(self.0.clone())))
+    }
+}
+
+struct RtxTap(RtxPackets);
+
+#[async_trait::async_trait]
+impl webrtc::interceptor::Interceptor for RtxTap {
+    async fn bind_rtcp_reader(
+        &self,
+        reader: Arc<dyn webrtc::interceptor::RTCPReader + Send + Sync>,
+    ) -> Arc<dyn webrtc::interceptor::RTCPReader + Send + Sync> {
+        reader
+    }
+
+    async fn bind_rtcp_writer(
+        &self,
+        writer: Arc<dyn webrtc::interceptor::RTCPWriter + Send + Sync>,
+    ) -> Arc<dyn webrtc::interceptor::RTCPWriter + Send + Sync> {
+        writer
+    }
+
+    async fn bind_local_stream(
+        &self,
+        _info: &webrtc::interceptor::stream_info::StreamInfo,
+        writer: Arc<dyn webrtc::interceptor::RTPWriter + Send + Sync>,
+    ) -> Arc<dyn webrtc::interceptor::RTPWriter + Send + Sync> {
+        writer
+    }
+
+    async fn unbind_local_stream(&self, _info: &webrtc::interceptor::stream_info::StreamInfo) {}
+
+    async fn bind_remote_stream(
+        &self,
+        info: &webrtc::interceptor::stream_info::StreamInfo,
+        reader: Arc<dyn webrtc::interceptor::RTPReader + Send + Sync>,
+    ) -> Arc<dyn webrtc::interceptor::RTPReader + Send + Sync> {
+        if info.mime_type.eq_ignore_ascii_case("video/rtx") {
+            Arc::new(RtxTapReader {
+                inner: reader,
+                packets: self.0.clone(),
+            })
+        } else {
+            reader
+        }
+    }
+
+    async fn unbind_remote_stream(&self, _info: &webrtc::interceptor::stream_info::StreamInfo) {}
+
+    async fn close(&self) -> Result<(), webrtc::interceptor::Error> {
+        Ok(())
+    }
+}
+
+struct RtxTapReader {
+    inner: Arc<dyn webrtc::interceptor::RTPReader + Send + Sync>,
+    packets: RtxPackets,
+}
+
+#[async_trait::async_trait]
+impl webrtc::interceptor::RTPReader for RtxTapReader {
+    async fn read(
+        &self,
+        buf: &mut [u8],
+        attributes: &webrtc::interceptor::Attributes,
+    ) -> Result<
+        (webrtc::rtp::packet::Packet, webrtc::interceptor::Attributes),
+        webrtc::interceptor::Error,
+    > {
+        let (packet, attributes) = self.inner.read(buf, attributes).await?;
+        self.packets.lock().unwrap().push((
+            packet.header.ssrc,
+            packet.header.sequence_number,
+            packet.payload.to_vec(),
+        ));
+        Ok((packet, attributes))
+    }
 }
 
 /// Where a [`CapturingTrack`] was bound: its SSRC and the sender's writer; and the

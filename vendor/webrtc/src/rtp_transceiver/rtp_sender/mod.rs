@@ -281,6 +281,7 @@ impl RTCRtpSender {
             write_stream,
             paused: self.paused.clone(),
             mid: None,
+            rtx_ssrc: None,
         };
         let encoding = TrackEncoding {
             track,
@@ -420,6 +421,7 @@ impl RTCRtpSender {
                 write_stream: encoding.context.write_stream.clone(),
                 paused: self.paused.clone(),
                 mid,
+                rtx_ssrc: encoding.context.rtx_ssrc,
             };
 
             match t.bind(&new_context).await {
@@ -475,6 +477,7 @@ impl RTCRtpSender {
             encoding.context.ssrc = parameters.encodings[idx].ssrc;
             encoding.context.write_stream = Arc::clone(&write_stream) as _;
             encoding.context.mid = mid.to_owned();
+            encoding.context.rtx_ssrc = encoding.rtx.as_ref().map(|rtx| rtx.ssrc);
 
             let codec = encoding.track.bind(&encoding.context).await?;
             encoding.stream_info = create_stream_info(

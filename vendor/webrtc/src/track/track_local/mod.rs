@@ -55,9 +55,18 @@ pub struct TrackLocalContext {
     pub(crate) write_stream: Arc<dyn TrackLocalWriter + Send + Sync>,
     pub(crate) paused: Arc<AtomicBool>,
     pub(crate) mid: Option<SmolStr>,
+    /// Switchyard: the SSRC of the sender's RTX stream, when it has one.
+    pub(crate) rtx_ssrc: Option<SSRC>,
 }
 
 impl TrackLocalContext {
+    /// Switchyard: the SSRC of this encoding's retransmission (RTX, RFC 4588) stream, when
+    /// the sender has one (`SettingEngine::enable_sender_rtx` and an RTX codec negotiated):
+    /// a `TrackLocal` that writes its own retransmissions sends them under it.
+    pub fn rtx_ssrc(&self) -> Option<SSRC> {
+        self.rtx_ssrc
+    }
+
     /// codec_parameters returns the negotiated RTPCodecParameters. These are the codecs supported by both
     /// PeerConnections and the SSRC/PayloadTypes
     pub fn codec_parameters(&self) -> &[RTCRtpCodecParameters] {
