@@ -398,6 +398,7 @@ impl RoomTask {
         }
         let now = unix_ms() / 1000;
         let permissions = joiner.permissions;
+        let local = joiner.local;
         let info = ParticipantInfo {
             id: id.to_string(),
             identity: joiner.identity.clone(),
@@ -415,6 +416,7 @@ impl RoomTask {
             speakers: self.speakers.clone(),
             connection: connection.clone(),
             can_publish: can_publish.clone(),
+            local,
         });
         // `joined` goes out before anything the effects send to the newcomer.
         let _ = signal.try_send(ServerMessage::Joined {

@@ -62,6 +62,9 @@ pub struct Joiner {
     pub identity: String,
     pub name: String,
     pub permissions: Permissions,
+    /// The client connects from this host (its signaling comes over loopback): only then
+    /// are its loopback ICE candidates admitted (with `rtc.include_loopback`).
+    pub local: bool,
 }
 
 #[derive(Debug)]
@@ -664,6 +667,7 @@ mod tests {
         let mut room = RoomState::new(RoomId::new("r"), 10);
         room.join(pid("a"), joiner("a"), 0).unwrap();
         let watcher = Joiner {
+            local: false,
             permissions: Permissions {
                 can_subscribe: false,
                 ..Permissions::default()

@@ -62,6 +62,7 @@ pub fn authorize_join(
         None => name.to_owned(),
     };
     Ok(Joiner {
+        local: false,
         name,
         identity: claims.sub,
         permissions: Permissions {

@@ -96,6 +96,11 @@ impl ConnectionTracker {
 }
 
 impl ConnectionSlot {
+    /// The address the connection comes from.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
     /// The connection proved who it is: it no longer counts against its IP.
     pub fn authenticated(&self) {
         if self.counted.swap(false, Ordering::Relaxed) {

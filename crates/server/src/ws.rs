@@ -78,7 +78,7 @@ async fn run_session(socket: WebSocket, app: AppState, slot: Option<Arc<Connecti
                         Inbound::Reject(e) => Some(e.to_message()),
                         Inbound::Message(ClientMessage::Join { room, name, token }) => {
                             let Some(tx) = own_signal_tx.clone() else { continue };
-                            let joiner = match authorize_join(
+                            let mut joiner = match authorize_join(
                                 &app.keys,
                                 token.as_deref(),
                                 &room,
@@ -96,6 +96,7 @@ async fn run_session(socket: WebSocket, app: AppState, slot: Option<Arc<Connecti
                                     continue;
                                 }
                             };
+                            joiner.local = slot.as_ref().is_some_and(|s| s.ip().is_loopback());
                             match app.router.join(RoomId::new(room), joiner, tx).await {
                                 Ok(p) => {
                                     session.joined();

@@ -378,13 +378,15 @@ impl RtcEngine {
         &self.settings
     }
 
-    /// What a connection accepts of its client's candidates.
-    pub(crate) fn candidate_limits(&self) -> CandidateLimits {
+    /// What a connection accepts of its client's candidates. Loopback addresses only from
+    /// a client on this host (`local`): from anyone else they would aim the server's checks
+    /// at its own services.
+    pub(crate) fn candidate_limits(&self, local: bool) -> CandidateLimits {
         let port = self.udp_addr.port();
         CandidateLimits {
             max_addresses: self.settings.max_remote_candidates,
             restart_interval: self.settings.ice_restart_interval,
-            allow_loopback: self.settings.include_loopback,
+            allow_loopback: self.settings.include_loopback && local,
             own_addresses: std::iter::once(self.udp_addr)
                 .chain(
                     self.settings

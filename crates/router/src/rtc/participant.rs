@@ -98,6 +98,8 @@ pub(crate) struct ParticipantContext {
     /// Whether `publish_offer` is allowed; the room flips it when an operator changes the
     /// participant's permissions.
     pub can_publish: Arc<AtomicBool>,
+    /// The client connects from this host (loopback candidates are admitted).
+    pub local: bool,
 }
 
 /// The latest state of each of a participant's two peer connections.
@@ -263,7 +265,12 @@ impl Participant {
                 early_candidates: HashMap::new(),
                 candidate_policies: [Target::Publisher, Target::Subscriber]
                     .into_iter()
-                    .map(|t| (t, CandidatePolicy::new(ctx.engine.candidate_limits())))
+                    .map(|t| {
+                        (
+                            t,
+                            CandidatePolicy::new(ctx.engine.candidate_limits(ctx.local)),
+                        )
+                    })
                     .collect(),
                 _live: ctx.stats.live_guard(Live::Participants),
                 ctx,
