@@ -471,6 +471,7 @@ mod tests {
             identity: name.to_lowercase(),
             name: name.to_owned(),
             permissions: Permissions::default(),
+            local: false,
         }
     }
 
