@@ -148,6 +148,21 @@ impl ServerProcess {
             .expect("VmRSS in /proc/PID/status")
     }
 
+    /// The CPU time it has used so far (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the parenthesised command name (which may hold spaces):
+        // utime and stime are the 14th and 15th fields of the line.
+        let after_name = &stat[stat.rfind(')').expect("(comm) in /proc/PID/stat") + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100);
+        ticks as f64 / per_second as f64
+    }
+
     /// Its open file descriptors.
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
