@@ -94,20 +94,14 @@ impl CandidatePolicy {
     /// new fragment is an ICE restart (a new generation, its candidates counted afresh),
     /// refused if it comes too soon after the last. Returns whether it is a restart.
     pub fn on_description(&mut self, ufrag: &str, now: Instant) -> Result<bool, RestartTooSoon> {
+        self.check_description(ufrag, now)?;
         match &self.ufrag {
+            Some(current) if current == ufrag => Ok(false),
             None => {
                 self.ufrag = Some(ufrag.to_owned());
                 Ok(false)
             }
-            Some(current) if current == ufrag => Ok(false),
             Some(_) => {
-                let interval = self.limits.restart_interval;
-                if self
-                    .last_restart
-                    .is_some_and(|t| now.saturating_duration_since(t) < interval)
-                {
-                    return Err(RestartTooSoon(interval));
-                }
                 self.last_restart = Some(now);
                 self.ufrag = Some(ufrag.to_owned());
                 self.admitted.clear();
@@ -115,6 +109,24 @@ impl CandidatePolicy {
                 Ok(true)
             }
         }
+    }
+
+    /// What [`Self::on_description`] would say about `ufrag`, changing nothing: lets a
+    /// description that has to wait be refused on arrival rather than when applied.
+    pub fn check_description(&self, ufrag: &str, now: Instant) -> Result<(), RestartTooSoon> {
+        let restart = self
+            .ufrag
+            .as_deref()
+            .is_some_and(|current| current != ufrag);
+        let interval = self.limits.restart_interval;
+        if restart
+            && self
+                .last_restart
+                .is_some_and(|t| now.saturating_duration_since(t) < interval)
+        {
+            return Err(RestartTooSoon(interval));
+        }
+        Ok(())
     }
 
     /// Admits one candidate (`candidate:...`, with or without `a=`): `Ok(true)` to add it,
@@ -292,6 +304,12 @@ mod tests {
         assert_eq!(p.admit(&host("10.0.0.4", 1000)), Ok(true));
         // ... but not sooner than the interval after the last one.
         let soon = t0 + Duration::from_secs(4);
+        assert_eq!(
+            p.check_description("cccc", soon),
+            Err(RestartTooSoon(Duration::from_secs(5))),
+            "told before it is applied"
+        );
+        assert_eq!(p.check_description("bbbb", soon), Ok(()), "not a restart");
         assert_eq!(
             p.on_description("cccc", soon),
             Err(RestartTooSoon(Duration::from_secs(5)))

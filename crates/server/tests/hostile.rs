@@ -180,12 +180,7 @@ async fn a_meeting_survives_every_abuse_at_once() {
                     json!({"type": "publish_offer", "sdp": padded}),
                 )
                 .await;
-                limited += mallory
-                    .drain()
-                    .await
-                    .iter()
-                    .filter(|m| m["code"] == "rate_limited")
-                    .count();
+                limited += mallory.drain_counting("code", "rate_limited").await;
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
             assert!(limited > 0, "re-offers are rate-limited");

@@ -131,12 +131,7 @@ async fn ten_thousand_trickled_candidates_cost_a_bounded_number_of_checks() {
         // Paced: a socket with more than 256 messages waiting is a flood the server cuts
         // off (bad_input.rs); this one sends slowly enough to stay connected.
         if i % 50 == 49 {
-            errors += mallory
-                .drain()
-                .await
-                .iter()
-                .filter(|m| m["type"] == "error")
-                .count();
+            errors += mallory.drain_counting("type", "error").await;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -144,12 +139,7 @@ async fn ten_thousand_trickled_candidates_cost_a_bounded_number_of_checks() {
     // 200 ms apart).
     let settle = Instant::now();
     while settle.elapsed() < Duration::from_secs(6) {
-        errors += mallory
-            .drain()
-            .await
-            .iter()
-            .filter(|m| m["type"] == "error")
-            .count();
+        errors += mallory.drain_counting("type", "error").await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let checks = received.load(std::sync::atomic::Ordering::Relaxed);

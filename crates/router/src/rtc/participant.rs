@@ -387,6 +387,13 @@ impl Participant {
         if !self.ctx.can_publish.load(Ordering::Relaxed) {
             return Err(RouterError::Forbidden("publishing"));
         }
+        // An ICE restart too soon after the last is refused now, whether or not it would
+        // have to wait below.
+        if let Some(ufrag) = sdp_ice_ufrag(&sdp) {
+            self.policy(Target::Publisher)
+                .check_description(ufrag, Instant::now())
+                .map_err(|e| RouterError::RateLimited(e.to_string()))?;
+        }
         // webrtc-rs applies a re-offer only after the first one's ICE and DTLS are up, and
         // until then queues it, with a copy of the whole description, without bound. A
         // re-offer before that waits here instead, one at a time: the newest replaces it.

@@ -1128,6 +1128,16 @@ impl Mallory {
         .await;
     }
 
+    /// Reads whatever the server sent, as [`Self::drain`] does, and counts the messages
+    /// whose `field` is `value` (e.g. `"type"`, `"error"`).
+    pub async fn drain_counting(&mut self, field: &str, value: &str) -> usize {
+        self.drain()
+            .await
+            .iter()
+            .filter(|m| m[field] == value)
+            .count()
+    }
+
     /// Reads whatever the server sent (answers, errors), applying answers.
     pub async fn drain(&mut self) -> Vec<Value> {
         let mut seen = Vec::new();
