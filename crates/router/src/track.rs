@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::ids::ParticipantId;
 use crate::media::cache::PacketCache;
 use crate::media::forwarder::{Decision, DropReason, Forward, Forwarder, PacketMeta};
-use crate::media::layers::{Layer, LayerMonitor, LayerSet, MAX_LAYERS};
+use crate::media::layers::{Arrival, Layer, LayerMonitor, LayerSet, LayerStatus, MAX_LAYERS};
 use crate::media::sent::NotResent;
 use crate::media::seq::{extend_back, SeqUnwrapper, TsUnwrapper};
 use crate::media::vp8::Vp8Descriptor;
@@ -235,6 +235,22 @@ impl<P: Clone, S: Clone> TrackCore<P, S> {
         self.monitor.bitrate_bps(layer)
     }
 
+    /// Each layer's liveness (by its frames) and rates, lowest first.
+    pub fn layer_status(&self, now: Instant) -> [LayerStatus; MAX_LAYERS] {
+        std::array::from_fn(|layer| self.monitor.status(layer as Layer, now))
+    }
+
+    /// How many subscribers receive each layer now (the forwarders' choice).
+    pub fn subscribers_per_layer(&self) -> [usize; MAX_LAYERS] {
+        let mut counts = [0; MAX_LAYERS];
+        for s in &self.subscriptions {
+            if let Some(layer) = s.forwarder.current() {
+                counts[layer as usize] += 1;
+            }
+        }
+        counts
+    }
+
     fn subscription(&mut self, subscriber: &ParticipantId) -> Option<&mut Subscription<S>> {
         self.subscriptions
             .iter_mut()
@@ -265,8 +281,15 @@ impl<P: Clone, S: Clone> TrackCore<P, S> {
             outcome.duplicate = true;
             return outcome;
         }
+        let arrival = match incoming.padding_only {
+            true => Arrival::Padding,
+            false => Arrival::Media {
+                ts,
+                bytes: incoming.bytes,
+            },
+        };
         self.monitor
-            .on_packet(incoming.layer, incoming.bytes, incoming.now);
+            .on_packet(incoming.layer, arrival, incoming.now);
         let meta = PacketMeta {
             layer: incoming.layer,
             seq,
@@ -781,5 +804,129 @@ mod tests {
         // Continues right after the last packet sent before the mute: no gap a receiver
         // would count as loss.
         assert_eq!(after, vec![before[1] + 1, before[1] + 2]);
+    }
+
+    /// A simulcast publisher at 30 fps whose layer 1 turns padding-only for a while (its
+    /// uplink cannot carry it), as Firefox and Chromium do under a bandwidth cap.
+    struct CappedPublisher {
+        seq: [u16; 2],
+        ts: [u32; 2],
+        keyframe_due: [bool; 2],
+    }
+
+    /// A packet's handle: which layer, and whether it is padding.
+    fn handle(layer: Layer, seq: u16, padding: bool) -> u32 {
+        (u32::from(layer) << 17) | (u32::from(padding) << 16) | u32::from(seq)
+    }
+
+    impl CappedPublisher {
+        /// One frame interval: a frame (two packets) on each layer, or padding (three
+        /// packets, the last frame's timestamp) on layer 1 while it is starved.
+        fn interval(&mut self, starved: bool, now: Instant) -> Vec<Incoming<u32>> {
+            let mut packets = Vec::new();
+            for layer in 0..2u8 {
+                let l = layer as usize;
+                let padding = layer == 1 && starved;
+                if !padding {
+                    self.ts[l] = self.ts[l].wrapping_add(3000);
+                }
+                let key = !padding && std::mem::take(&mut self.keyframe_due[l]);
+                for i in 0..if padding { 3 } else { 2 } {
+                    self.seq[l] = self.seq[l].wrapping_add(1);
+                    packets.push(Incoming {
+                        layer,
+                        seq: self.seq[l],
+                        ts: self.ts[l],
+                        keyframe_start: key && i == 0,
+                        padding_only: padding,
+                        vp8: None,
+                        bytes: if padding { 0 } else { 1000 },
+                        packet: handle(layer, self.seq[l], padding),
+                        now,
+                    });
+                }
+            }
+            packets
+        }
+    }
+
+    #[test]
+    fn a_layer_that_carries_only_padding_loses_its_subscribers_until_frames_return() {
+        let t0 = Instant::now();
+        let frame = Duration::from_millis(33);
+        let mut h = Harness::new();
+        h.subscribe("viewer", Some(1));
+        let mut publisher = CappedPublisher {
+            seq: [100, 60_000],
+            ts: [5, u32::MAX - 10_000],
+            keyframe_due: [true, true],
+        };
+        // 2 s of both layers, 4 s of layer 1 starved, 3 s of both again.
+        let starved = 60..180u32;
+        let mut layer_at = Vec::new();
+        let mut out: Vec<(Instant, Outgoing<u32>)> = Vec::new();
+        for i in 0..270u32 {
+            let now = t0 + frame * i;
+            for packet in publisher.interval(starved.contains(&i), now) {
+                let outcome = h.packet(packet);
+                for layer in outcome.keyframe_requests.iter() {
+                    publisher.keyframe_due[layer as usize] = true;
+                }
+            }
+            out.extend(h.take("viewer").into_iter().map(|o| (now, o)));
+            layer_at.push(h.core.current_layer(&ParticipantId::new("viewer")));
+        }
+        let layer_of = |o: &Outgoing<u32>| (o.packet >> 17) as Layer;
+        assert!(
+            out.iter().all(|(_, o)| o.packet & (1 << 16) == 0),
+            "padding reached the subscriber"
+        );
+        // On layer 1 before the starving; on layer 0 within the layer timeout (and a
+        // keyframe) of its last frame; back on layer 1 once its frames return.
+        assert_eq!(layer_at[59], Some(1));
+        let moved_down = (60..180)
+            .find(|&i| layer_at[i as usize] == Some(0))
+            .unwrap();
+        let late = frame * (moved_down - 60);
+        assert!(
+            late <= Duration::from_millis(1100),
+            "moved down after {late:?}"
+        );
+        assert!(layer_at[moved_down as usize..180]
+            .iter()
+            .all(|l| *l == Some(0)));
+        assert_eq!(layer_at[179], Some(0));
+        let moved_up = (180..270)
+            .find(|&i| layer_at[i as usize] == Some(1))
+            .unwrap();
+        assert!(
+            moved_up - 180 <= 5,
+            "back up {} frames after its return",
+            moved_up - 180
+        );
+        assert_eq!(layer_at[269], Some(1));
+        // What the subscriber got: no gap in sequence numbers, timestamps that never go
+        // back, and never more than the timeout (plus a keyframe) without a frame.
+        for pair in out.windows(2) {
+            let ((_, a), (_, b)) = (&pair[0], &pair[1]);
+            assert_eq!(b.forward.seq, a.forward.seq + 1, "a gap in {a:?} -> {b:?}");
+            assert!(b.forward.ts >= a.forward.ts, "{a:?} -> {b:?}");
+        }
+        let longest_wait = out
+            .windows(2)
+            .map(|pair| pair[1].0 - pair[0].0)
+            .max()
+            .unwrap();
+        assert!(
+            longest_wait <= Duration::from_millis(1100),
+            "{longest_wait:?}"
+        );
+        let switches: Vec<Layer> = out
+            .iter()
+            .filter(|(_, o)| o.forward.switched)
+            .map(|(_, o)| layer_of(o))
+            .collect();
+        // It starts on the first layer to arrive, moves up, down once and up once.
+        assert_eq!(switches, vec![0, 1, 0, 1]);
     }
 }

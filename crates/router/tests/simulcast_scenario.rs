@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_router::media::cache::PacketCache;
 use switchyard_router::media::forwarder::{Decision, Forwarder, PacketMeta};
-use switchyard_router::media::layers::{pick, Layer, LayerMonitor, LayerSet};
+use switchyard_router::media::layers::{pick, Arrival, Layer, LayerMonitor, LayerSet};
 use switchyard_router::media::seq::{wire_seq, wire_ts, SeqUnwrapper, TsUnwrapper};
 
 /// xorshift64*: deterministic, no dependency.
@@ -186,7 +186,7 @@ fn run(seed: u64) {
             if !caches[l].insert(seq, (), now) {
                 continue; // duplicate
             }
-            monitor.on_packet(packet.layer, 1200, now);
+            monitor.on_packet(packet.layer, Arrival::Media { ts, bytes: 1200 }, now);
             let available = monitor.available(now);
             let meta = PacketMeta {
                 layer: packet.layer,

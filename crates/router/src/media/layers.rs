@@ -63,48 +63,212 @@ pub fn pick(desired: Option<Layer>, available: LayerSet) -> Option<Layer> {
         .or_else(|| available.iter().min())
 }
 
+/// What one packet brought to its layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Media: part of a frame. `ts` is its extended RTP timestamp (a new, higher one starts
+    /// a new frame), `bytes` its payload size.
+    Media { ts: u64, bytes: usize },
+    /// Padding only (bandwidth probing): keeps nothing alive.
+    Padding,
+}
+
+/// Whether a layer carries media, by its frames (never by padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Frames at a steady rate: a layer to pick.
+    Live,
+    /// Some frames lately, but not steadily (a starved encoder, a muted camera's black
+    /// frames, a still screen): picked only when no layer is live.
+    Sporadic,
+    /// No frame lately: nothing, or padding only.
+    Idle,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Live => "live",
+            Liveness::Sporadic => "sporadic",
+            Liveness::Idle => "idle",
+        }
+    }
+}
+
+/// A layer as the admin API and the metrics see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerStatus {
+    pub liveness: Liveness,
+    /// Frames per second, over the last half second with frames (0 once idle).
+    pub frames_per_second: u32,
+    /// Padding-only packets per second over the last half second with packets.
+    pub padding_per_second: u32,
+}
+
+/// Frames that make a layer live again: this many within the layer timeout (a layer
+/// that sends one frame now and then is not "arriving").
+const RISE_FRAMES: usize = 3;
+/// A layer with a frame within this many layer timeouts is at least sporadic.
+const SPORADIC_TIMEOUTS: u32 = 3;
+
 #[derive(Debug, Clone, Copy, Default)]
-struct LayerState {
-    last_packet: Option<Instant>,
+struct LayerRx {
+    /// When the newest frame started arriving, and its extended timestamp.
+    last_frame: Option<Instant>,
+    last_frame_ts: Option<u64>,
+    /// Arrival times of the last [`RISE_FRAMES`] frames, oldest overwritten first.
+    recent_frames: [Option<Instant>; RISE_FRAMES],
+    next_frame_slot: usize,
+    /// Latched when frames came steadily; void once a frame is `timeout` late.
+    steady: bool,
     window_start: Option<Instant>,
     window_bytes: u64,
+    window_frames: u32,
+    window_padding: u32,
     bitrate_bps: u64,
+    frames_per_second: u32,
+    padding_per_second: u32,
     /// Frame size, from the layer's keyframes.
     width: u32,
     height: u32,
 }
 
-/// The receive side of one published track: per layer, whether it is arriving, its
-/// bitrate and its frame size. Updated once per packet, whatever the number of subscribers.
+/// The receive side of one published track: per layer, whether it carries media, its
+/// bitrate and its frame size. Updated once per packet, whatever the number of
+/// subscribers.
+///
+/// A layer counts as arriving by its frames, not its packets: a browser whose uplink
+/// cannot carry a layer keeps sending padding on it (or a frame now and then), and a
+/// subscriber left on such a layer decodes nothing. Live takes [`RISE_FRAMES`] frames
+/// within the timeout and ends when a frame is a timeout late (under one frame a second
+/// with the default 1 s). When no layer is live, layers with a frame within
+/// [`SPORADIC_TIMEOUTS`] timeouts are picked instead: a still screen or a muted camera
+/// sends about one frame a second, and its subscribers should still see it.
 #[derive(Debug, Clone)]
 pub struct LayerMonitor {
-    layers: [LayerState; MAX_LAYERS],
-    /// A layer with no packet for this long counts as stopped (the publisher dropped it).
+    layers: [LayerRx; MAX_LAYERS],
     timeout: Duration,
 }
 
 const BITRATE_WINDOW: Duration = Duration::from_millis(500);
 
+impl LayerRx {
+    fn on_frame(&mut self, ts: u64, now: Instant, timeout: Duration) {
+        if self
+            .last_frame
+            .is_some_and(|t| now.saturating_duration_since(t) >= timeout)
+        {
+            // A frame came a timeout late: steady again only after RISE_FRAMES more.
+            self.steady = false;
+            self.recent_frames = [None; RISE_FRAMES];
+        }
+        self.recent_frames[self.next_frame_slot] = Some(now);
+        self.next_frame_slot = (self.next_frame_slot + 1) % RISE_FRAMES;
+        // The slot written next holds the oldest of the last RISE_FRAMES frames.
+        if let Some(oldest) = self.recent_frames[self.next_frame_slot] {
+            if now.saturating_duration_since(oldest) < timeout {
+                self.steady = true;
+            }
+        }
+        self.last_frame = Some(now);
+        self.last_frame_ts = Some(ts);
+        self.window_frames += 1;
+    }
+}
+
 impl LayerMonitor {
     pub fn new(timeout: Duration) -> Self {
         LayerMonitor {
-            layers: [LayerState::default(); MAX_LAYERS],
+            layers: [LayerRx::default(); MAX_LAYERS],
             timeout,
         }
     }
 
-    pub fn on_packet(&mut self, layer: Layer, bytes: usize, now: Instant) {
+    pub fn on_packet(&mut self, layer: Layer, arrival: Arrival, now: Instant) {
+        let timeout = self.timeout;
         let Some(state) = self.layers.get_mut(layer as usize) else {
             return;
         };
-        state.last_packet = Some(now);
+        match arrival {
+            Arrival::Padding => state.window_padding += 1,
+            Arrival::Media { ts, bytes } => {
+                state.window_bytes += bytes as u64;
+                if state.last_frame_ts.is_none_or(|last| ts > last) {
+                    state.on_frame(ts, now, timeout);
+                }
+            }
+        }
         let start = *state.window_start.get_or_insert(now);
-        state.window_bytes += bytes as u64;
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= BITRATE_WINDOW {
-            state.bitrate_bps = state.window_bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64;
+            let ms = elapsed.as_millis().max(1) as u64;
+            state.bitrate_bps = state.window_bytes * 8 * 1000 / ms;
+            state.frames_per_second = (u64::from(state.window_frames) * 1000 / ms) as u32;
+            state.padding_per_second = (u64::from(state.window_padding) * 1000 / ms) as u32;
             state.window_bytes = 0;
+            state.window_frames = 0;
+            state.window_padding = 0;
             state.window_start = Some(now);
+        }
+    }
+
+    fn liveness(&self, layer: &LayerRx, now: Instant) -> Liveness {
+        let Some(last) = layer.last_frame else {
+            return Liveness::Idle;
+        };
+        let age = now.saturating_duration_since(last);
+        if layer.steady && age < self.timeout {
+            Liveness::Live
+        } else if age < self.timeout * SPORADIC_TIMEOUTS {
+            Liveness::Sporadic
+        } else {
+            Liveness::Idle
+        }
+    }
+
+    /// The layers to pick from: the live ones; when none is, the sporadic ones.
+    pub fn available(&self, now: Instant) -> LayerSet {
+        let mut live = LayerSet::EMPTY;
+        let mut sporadic = LayerSet::EMPTY;
+        for (layer, state) in self.layers.iter().enumerate() {
+            match self.liveness(state, now) {
+                Liveness::Live => live = live.with(layer as Layer),
+                Liveness::Sporadic => sporadic = sporadic.with(layer as Layer),
+                Liveness::Idle => {}
+            }
+        }
+        if live.is_empty() {
+            sporadic
+        } else {
+            live
+        }
+    }
+
+    pub fn status(&self, layer: Layer, now: Instant) -> LayerStatus {
+        let Some(state) = self.layers.get(layer as usize) else {
+            return LayerStatus {
+                liveness: Liveness::Idle,
+                frames_per_second: 0,
+                padding_per_second: 0,
+            };
+        };
+        let liveness = self.liveness(state, now);
+        // The windows close only when packets come: a layer gone quiet keeps its last.
+        let quiet = |since: Option<Instant>| {
+            since.is_none_or(|t| now.saturating_duration_since(t) >= self.timeout)
+        };
+        LayerStatus {
+            liveness,
+            frames_per_second: if quiet(state.last_frame) {
+                0
+            } else {
+                state.frames_per_second
+            },
+            padding_per_second: if quiet(state.window_start) {
+                0
+            } else {
+                state.padding_per_second
+            },
         }
     }
 
@@ -113,20 +277,6 @@ impl LayerMonitor {
             state.width = width;
             state.height = height;
         }
-    }
-
-    /// The layers that have sent a packet within the timeout.
-    pub fn available(&self, now: Instant) -> LayerSet {
-        let mut set = LayerSet::EMPTY;
-        for (layer, state) in self.layers.iter().enumerate() {
-            if state
-                .last_packet
-                .is_some_and(|t| now.saturating_duration_since(t) < self.timeout)
-            {
-                set = set.with(layer as Layer);
-            }
-        }
-        set
     }
 
     pub fn bitrate_bps(&self, layer: Layer) -> u64 {
@@ -200,33 +350,179 @@ mod tests {
         assert_eq!(layer_for_rid("x"), None);
     }
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// `frames` frames of a layer, `every` apart from `start`, two packets each; their
+    /// timestamps follow the arrival time since `t0` (90 kHz), so later calls continue.
+    fn frames(
+        m: &mut LayerMonitor,
+        layer: Layer,
+        t0: Instant,
+        start: Instant,
+        every: Duration,
+        frames: u32,
+    ) {
+        for i in 0..frames {
+            let at = start + every * i;
+            let ts = at.duration_since(t0).as_micros() as u64 * 9 / 100 + 1;
+            for _ in 0..2 {
+                m.on_packet(layer, Arrival::Media { ts, bytes: 1000 }, at);
+            }
+        }
+    }
+
     #[test]
-    fn availability_follows_arrivals() {
+    fn layers_are_live_by_their_frames() {
         let t0 = Instant::now();
-        let ms = Duration::from_millis;
         let mut m = LayerMonitor::new(ms(1000));
         assert!(m.available(t0).is_empty());
-        m.on_packet(0, 100, t0);
-        m.on_packet(2, 100, t0);
-        assert_eq!(m.available(t0 + ms(500)), LayerSet::of(&[0, 2]));
-        m.on_packet(0, 100, t0 + ms(900));
+        frames(&mut m, 0, t0, t0, ms(33), 30);
+        frames(&mut m, 2, t0, t0, ms(33), 30);
+        let t1 = t0 + ms(33 * 29);
+        assert_eq!(m.available(t1), LayerSet::of(&[0, 2]));
+        assert_eq!(m.status(0, t1).liveness, Liveness::Live);
+        frames(&mut m, 0, t0, t1, ms(33), 20);
+        let t2 = t1 + ms(1100);
+        assert_eq!(m.available(t2), LayerSet::of(&[0]), "layer 2 stopped");
+        assert_eq!(m.status(2, t2).liveness, Liveness::Sporadic);
+        assert_eq!(m.status(2, t1 + ms(3100)).liveness, Liveness::Idle);
+    }
+
+    #[test]
+    fn padding_keeps_no_layer_alive() {
+        let t0 = Instant::now();
+        let mut m = LayerMonitor::new(ms(1000));
+        // Both layers had frames; then layer 1 carries padding only, at 100 packets/s.
+        frames(&mut m, 0, t0, t0, ms(33), 90);
+        frames(&mut m, 1, t0, t0, ms(33), 15);
+        for i in 15..90u32 {
+            for _ in 0..3 {
+                m.on_packet(1, Arrival::Padding, t0 + ms(33) * i);
+            }
+        }
+        let t1 = t0 + ms(33 * 89);
+        assert_eq!(m.available(t1), LayerSet::of(&[0]));
+        let status = m.status(1, t1);
+        assert_eq!(status.liveness, Liveness::Sporadic, "{status:?}");
+        assert_eq!(status.frames_per_second, 0);
+        assert!(status.padding_per_second >= 80, "{status:?}");
+        // A layer that only ever carried padding is idle.
+        let mut fresh = LayerMonitor::new(ms(1000));
+        fresh.on_packet(2, Arrival::Padding, t0);
+        assert!(fresh.available(t0).is_empty());
+        assert_eq!(fresh.status(2, t0).liveness, Liveness::Idle);
+    }
+
+    #[test]
+    fn a_frame_now_and_then_is_not_live() {
+        let t0 = Instant::now();
+        let mut m = LayerMonitor::new(ms(1000));
+        frames(&mut m, 0, t0, t0, ms(33), 200);
+        // Layer 2: a frame every 1.2 s (a starved encoder).
+        frames(&mut m, 2, t0, t0, ms(1200), 6);
+        for at in [ms(1250), ms(3000), ms(6000)] {
+            assert_eq!(m.available(t0 + at), LayerSet::of(&[0]), "at {at:?}");
+        }
+        // Even a burst right after a gap needs RISE_FRAMES frames within the timeout.
+        let t1 = t0 + ms(7100);
+        m.on_packet(
+            2,
+            Arrival::Media {
+                ts: 10_000_000,
+                bytes: 900,
+            },
+            t1,
+        );
+        m.on_packet(
+            2,
+            Arrival::Media {
+                ts: 10_003_000,
+                bytes: 900,
+            },
+            t1 + ms(30),
+        );
+        assert_eq!(m.available(t1 + ms(40)), LayerSet::of(&[0]));
+        m.on_packet(
+            2,
+            Arrival::Media {
+                ts: 10_006_000,
+                bytes: 900,
+            },
+            t1 + ms(60),
+        );
         assert_eq!(
-            m.available(t0 + ms(1500)),
-            LayerSet::of(&[0]),
-            "layer 2 stopped"
+            m.available(t1 + ms(70)),
+            LayerSet::of(&[0, 2]),
+            "frames again"
         );
     }
 
     #[test]
-    fn bitrate_over_a_window() {
+    fn with_nothing_live_the_sporadic_layers_are_picked() {
+        let t0 = Instant::now();
+        let mut m = LayerMonitor::new(ms(1000));
+        // A still screen: one frame every 1.1 s on both layers.
+        frames(&mut m, 0, t0, t0, ms(1100), 5);
+        frames(&mut m, 1, t0, t0, ms(1100), 5);
+        let t1 = t0 + ms(1100 * 4 + 500);
+        assert_eq!(m.available(t1), LayerSet::of(&[0, 1]));
+        assert_eq!(m.status(0, t1).liveness, Liveness::Sporadic);
+        // The very first frame of a track is picked at once (a fast first frame).
+        let mut first = LayerMonitor::new(ms(1000));
+        first.on_packet(0, Arrival::Media { ts: 1, bytes: 900 }, t0);
+        assert_eq!(first.available(t0), LayerSet::of(&[0]));
+    }
+
+    #[test]
+    fn reordered_packets_start_no_frame() {
+        let t0 = Instant::now();
+        let mut m = LayerMonitor::new(ms(1000));
+        m.on_packet(
+            0,
+            Arrival::Media {
+                ts: 9000,
+                bytes: 900,
+            },
+            t0,
+        );
+        // Late packets of older frames, then padding: still one frame.
+        for i in 1..=3 {
+            m.on_packet(
+                0,
+                Arrival::Media {
+                    ts: 9000 - i * 3000,
+                    bytes: 900,
+                },
+                t0 + ms(i * 10),
+            );
+            m.on_packet(0, Arrival::Padding, t0 + ms(i * 10));
+        }
+        assert_eq!(m.status(0, t0 + ms(100)).liveness, Liveness::Sporadic);
+    }
+
+    #[test]
+    fn bitrate_and_frame_rate_over_a_window() {
         let t0 = Instant::now();
         let mut m = LayerMonitor::new(Duration::from_secs(1));
-        // 1000 bytes every 10 ms = 800 kbit/s.
+        // 1000 bytes every 10 ms = 800 kbit/s; a new frame every third packet = 33 fps.
         for i in 0..=100u64 {
-            m.on_packet(1, 1000, t0 + Duration::from_millis(i * 10));
+            let media = Arrival::Media {
+                ts: i / 3 * 3000,
+                bytes: 1000,
+            };
+            m.on_packet(1, media, t0 + Duration::from_millis(i * 10));
         }
         let bps = m.bitrate_bps(1);
         assert!((780_000..=820_000).contains(&bps), "{bps}");
+        let fps = m.status(1, t0 + ms(1000)).frames_per_second;
+        assert!((31..=35).contains(&fps), "{fps}");
+        assert_eq!(
+            m.status(1, t0 + ms(2500)).frames_per_second,
+            0,
+            "quiet since"
+        );
     }
 
     #[test]
