@@ -7,6 +7,8 @@ use utoipa::ToSchema;
 
 use switchyard_signal::{LayerInfo, TrackKind, TrackSource};
 
+use crate::media::layers::{LayerStatus, Liveness};
+
 /// How a room is set up when an operator creates it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomOptions {
@@ -38,14 +40,24 @@ pub struct PermissionsView {
     pub can_publish_data: bool,
 }
 
-/// One simulcast layer of a published track, with its current receive bitrate.
+/// One simulcast layer of a published track: how it arrives, and who receives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LayerView {
     /// "low", "medium" or "high".
     #[schema(value_type = String)]
     pub quality: switchyard_signal::Quality,
     pub rid: String,
+    /// Media payload received, bits per second (padding carries no payload).
     pub bitrate_bps: u64,
+    /// By its frames, never its packets: "live" (frames at a steady rate), "sporadic" (a
+    /// frame now and then; picked only when no layer of the track is live) or "idle" (no
+    /// frames: nothing arrives, or padding only).
+    pub state: String,
+    pub frames_per_second: u32,
+    /// Padding-only packets received per second (bandwidth probing).
+    pub padding_packets_per_second: u32,
+    /// Subscribers receiving this layer now.
+    pub subscribers: usize,
 }
 
 /// A published track.
@@ -104,11 +116,28 @@ pub struct TrackStatsView {
     pub subscribers: usize,
 }
 
-/// Reduces a signal-level layer to its view (bitrate filled in by the room).
-pub(crate) fn layer_view(layer: &LayerInfo, bitrate_bps: u64) -> LayerView {
+/// A signal-level layer with what the room sampled of it (`None`: not sampled yet).
+pub(crate) fn layer_view(
+    layer: &LayerInfo,
+    bitrate_bps: u64,
+    sampled: Option<(LayerStatus, usize)>,
+) -> LayerView {
+    let (liveness, frames_per_second, padding_packets_per_second, subscribers) =
+        sampled.map_or((Liveness::Idle, 0, 0, 0), |(status, subscribers)| {
+            (
+                status.liveness,
+                status.frames_per_second,
+                status.padding_per_second,
+                subscribers,
+            )
+        });
     LayerView {
         quality: layer.quality,
         rid: layer.rid.clone(),
         bitrate_bps,
+        state: liveness.as_str().to_owned(),
+        frames_per_second,
+        padding_packets_per_second,
+        subscribers,
     }
 }

@@ -13,7 +13,7 @@ use switchyard_signal::{
     ActiveSpeaker, DisconnectReason, ErrorCode, ParticipantInfo, ServerMessage, TrackSource,
 };
 use switchyard_stats::rate::BitrateSampler;
-use switchyard_stats::{Live, LiveGuard};
+use switchyard_stats::{LayerGuard, LayerState, Live, LiveGuard};
 
 use crate::admin::{
     layer_view, ParticipantView, PermissionsView, RoomInfo, RoomOptions, RoomStats, TrackStatsView,
@@ -22,13 +22,13 @@ use crate::admin::{
 use crate::error::{Result, RouterError};
 use crate::events::{unix_ms, EventKind, EventParticipant, RouterEvent};
 use crate::ids::{ParticipantId, RoomId, TrackId};
-use crate::media::layers::MAX_LAYERS;
+use crate::media::layers::{layer_for_rid, Liveness, MAX_LAYERS};
 use crate::media::speaker::{ActiveSpeakerDetector, Speaker, SpeakerConfig};
 use crate::room_state::{Effect, Joiner, MemberView, Permissions, PublishedTrack, RoomState};
 use crate::rtc::participant::{
     self, ConnectionStates, ParticipantCommand, ParticipantContext, ParticipantTx,
 };
-use crate::rtc::uptrack::{Speakers, UpTrack};
+use crate::rtc::uptrack::{LayerSnapshot, Speakers, UpTrack};
 use crate::{RouterShared, SignalTx};
 
 pub(crate) enum RoomCommand {
@@ -111,11 +111,23 @@ struct Member {
     can_publish: Arc<AtomicBool>,
 }
 
-/// Bitrates of one published track, sampled once a second from its traffic counters.
+/// Bitrates of one published track, sampled once a second from its traffic counters,
+/// and its layers' liveness, sampled with them.
 #[derive(Default)]
 struct TrackRates {
     layers: [BitrateSampler; MAX_LAYERS],
     sent: BitrateSampler,
+    snapshot: Option<LayerSnapshot>,
+    /// Each declared simulcast layer in the `simulcast_layers` gauge, by its state.
+    gauges: [Option<LayerGuard>; MAX_LAYERS],
+}
+
+fn layer_state(liveness: Liveness) -> LayerState {
+    match liveness {
+        Liveness::Live => LayerState::Live,
+        Liveness::Sporadic => LayerState::Sporadic,
+        Liveness::Idle => LayerState::Idle,
+    }
 }
 
 struct RoomTask {
@@ -595,11 +607,16 @@ impl RoomTask {
         let uptrack = self.uptracks.get(&track.id);
         let rates = self.rates.get(&track.id);
         let layer_bps = |i: usize| rates.map_or(0, |r| r.layers[i].bps());
+        let snapshot = rates.and_then(|r| r.snapshot);
         let layers = track
             .layers
             .iter()
             .enumerate()
-            .map(|(i, l)| layer_view(l, layer_bps(i)))
+            .map(|(i, l)| {
+                let layer = layer_for_rid(&l.rid).map_or(i, usize::from);
+                let status = snapshot.map(|s| (s.status[layer], s.subscribers[layer]));
+                layer_view(l, layer_bps(layer), status)
+            })
             .collect();
         TrackView {
             id: track.id.to_string(),
@@ -671,6 +688,16 @@ impl RoomTask {
                 sampler.sample(now, uptrack.traffic.received(layer));
             }
             rates.sent.sample(now, uptrack.traffic.sent());
+            let snapshot = uptrack.layer_snapshot();
+            rates.snapshot = Some(snapshot);
+            for layer in uptrack.layers.iter().filter_map(|l| layer_for_rid(&l.rid)) {
+                let state = layer_state(snapshot.status[layer as usize].liveness);
+                let gauge = &mut rates.gauges[layer as usize];
+                if gauge.as_ref().map(LayerGuard::state) != Some(state) {
+                    // The old state's count goes down as the new one's goes up.
+                    *gauge = Some(self.shared.stats.layer_guard(layer as usize, state));
+                }
+            }
         }
     }
 

@@ -285,12 +285,62 @@ impl Drop for LiveGuard {
     }
 }
 
+/// Whether a simulcast layer carries media, by its frames (the router's layer monitor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerState {
+    /// Frames at a steady rate.
+    Live,
+    /// A frame now and then: picked only when no layer of its track is live.
+    Sporadic,
+    /// No frame lately (nothing, or padding only).
+    Idle,
+}
+
+impl LayerState {
+    pub const ALL: [LayerState; 3] = [LayerState::Live, LayerState::Sporadic, LayerState::Idle];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerState::Live => "live",
+            LayerState::Sporadic => "sporadic",
+            LayerState::Idle => "idle",
+        }
+    }
+}
+
+/// Simulcast layer names by index, lowest first, as the metrics label them.
+pub const LAYER_QUALITIES: [&str; 3] = ["low", "medium", "high"];
+
+/// Counts one simulcast layer in a state until dropped (or replaced by the next state).
+#[derive(Debug)]
+pub struct LayerGuard {
+    stats: Arc<MediaStats>,
+    layer: usize,
+    state: LayerState,
+}
+
+impl LayerGuard {
+    pub fn state(&self) -> LayerState {
+        self.state
+    }
+}
+
+impl Drop for LayerGuard {
+    fn drop(&mut self) {
+        self.stats.layers[self.layer][self.state as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Process-wide media counters, shared by every room.
 #[derive(Debug, Default)]
 pub struct MediaStats {
     live: [AtomicI64; Live::ALL.len()],
+    /// Simulcast layers of published tracks, by layer and [`LayerState`].
+    layers: [[AtomicI64; 3]; 3],
     /// RTP received from publishers (payload bytes).
     pub received: PerKind<PacketCounter>,
+    /// Padding-only RTP packets received from publishers (counted in `received` too).
+    pub received_padding: AtomicU64,
     /// RTP the subscribers' connections sent (payload bytes), retransmissions included.
     pub forwarded: PerKind<PacketCounter>,
     pub dropped: DropCounters,
@@ -335,6 +385,25 @@ impl MediaStats {
 
     pub fn live(&self, kind: Live) -> i64 {
         self.live[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts simulcast layer `layer` (0 = low) of some track in `state` until the guard
+    /// is dropped.
+    pub fn layer_guard(self: &Arc<Self>, layer: usize, state: LayerState) -> LayerGuard {
+        let layer = layer.min(LAYER_QUALITIES.len() - 1);
+        self.layers[layer][state as usize].fetch_add(1, Ordering::Relaxed);
+        LayerGuard {
+            stats: self.clone(),
+            layer,
+            state,
+        }
+    }
+
+    /// Simulcast layers `layer` (0 = low) of all tracks now in `state`.
+    pub fn layers(&self, layer: usize, state: LayerState) -> i64 {
+        self.layers
+            .get(layer)
+            .map_or(0, |l| l[state as usize].load(Ordering::Relaxed))
     }
 }
 

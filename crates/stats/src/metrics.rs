@@ -13,7 +13,10 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Registry, TextEncoder};
 
-use crate::{DropReason, KeyframeRequest, Live, MediaKind, MediaStats, ResendSkip};
+use crate::{
+    DropReason, KeyframeRequest, LayerState, Live, MediaKind, MediaStats, ResendSkip,
+    LAYER_QUALITIES,
+};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -189,6 +192,24 @@ fn families(s: &MediaStats) -> Vec<MetricFamily> {
             live(Live::DownTracks),
         ),
         family(
+            "simulcast_layers",
+            "Simulcast layers of published tracks, by layer and state: `live` (frames at \
+             a steady rate), `sporadic` (a frame now and then; picked only when no layer of \
+             the track is live), `idle` (no frames: nothing, or padding only).",
+            GAUGE,
+            LAYER_QUALITIES
+                .iter()
+                .enumerate()
+                .flat_map(|(layer, quality)| {
+                    LayerState::ALL.iter().map(move |state| {
+                        (
+                            vec![("quality", *quality), ("state", state.as_str())],
+                            s.layers(layer, *state) as f64,
+                        )
+                    })
+                }),
+        ),
+        family(
             "received_packets_total",
             "RTP packets received from publishers.",
             COUNTER,
@@ -199,6 +220,13 @@ fn families(s: &MediaStats) -> Vec<MetricFamily> {
             "RTP payload bytes received from publishers (headers and SRTP excluded).",
             COUNTER,
             by_kind(|k| s.received[k].bytes()),
+        ),
+        family(
+            "received_padding_packets_total",
+            "Padding-only RTP packets received from publishers (bandwidth probing; never \
+             forwarded, and no sign that a layer is alive).",
+            COUNTER,
+            one(load(&s.received_padding)),
         ),
         family(
             "forwarded_packets_total",
@@ -333,6 +361,13 @@ mod tests {
         stats
             .quality
             .observe_forwarding_latency(MediaKind::Video, Duration::from_micros(700));
+        let low = stats.layer_guard(0, LayerState::Live);
+        let mut high = stats.layer_guard(2, LayerState::Live);
+        high = {
+            drop(high);
+            stats.layer_guard(2, LayerState::Idle)
+        };
+        stats.received_padding.fetch_add(5, Ordering::Relaxed);
 
         let text = metrics.render();
         for (series, value) in [
@@ -379,12 +414,36 @@ mod tests {
                 0.0,
             ),
             ("switchyard_subscriber_rtt_seconds_count", 0.0),
+            (
+                "switchyard_simulcast_layers{quality=\"low\",state=\"live\"}",
+                1.0,
+            ),
+            (
+                "switchyard_simulcast_layers{quality=\"high\",state=\"live\"}",
+                0.0,
+            ),
+            (
+                "switchyard_simulcast_layers{quality=\"high\",state=\"idle\"}",
+                1.0,
+            ),
+            ("switchyard_received_padding_packets_total", 5.0),
         ] {
             assert_eq!(sample(&text, series), Some(value), "{series} in:\n{text}");
         }
         assert!(text.contains("# TYPE switchyard_forwarded_packets_total counter"));
         assert!(text.contains("# TYPE switchyard_rooms gauge"));
         assert!(text.contains("# TYPE switchyard_subscriber_loss_ratio histogram"));
+        drop((low, high));
+        let text = metrics.render();
+        for state in ["live", "sporadic", "idle"] {
+            let series =
+                format!("switchyard_simulcast_layers{{quality=\"high\",state=\"{state}\"}}");
+            assert_eq!(
+                sample(&text, &series),
+                Some(0.0),
+                "{series}: a track that ended"
+            );
+        }
     }
 
     #[cfg(target_os = "linux")]

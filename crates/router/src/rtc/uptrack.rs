@@ -28,7 +28,7 @@ use super::egress::{Accounting, Batch, CopyOf, MediaSocket};
 use crate::ids::{ParticipantId, TrackId};
 use crate::keyframe::{KeyframeDecision, KeyframeThrottle};
 use crate::media::codec::{is_keyframe_start, Codec};
-use crate::media::layers::{Layer, MAX_LAYERS};
+use crate::media::layers::{Layer, LayerStatus, MAX_LAYERS};
 use crate::media::speaker::{parse_audio_level, ActiveSpeakerDetector};
 use crate::media::vp8;
 use crate::track::{Incoming, NackLimits, NackOutcome, TrackCore, DROP_REASONS};
@@ -214,6 +214,9 @@ impl UpTrack {
             }
             let now = Instant::now().into_std();
             self.stats.received[self.media_kind()].add(packet.payload.len());
+            if packet.payload.is_empty() {
+                self.stats.received_padding.fetch_add(1, Ordering::Relaxed);
+            }
             self.traffic
                 .add_received(layer as usize, packet.payload.len());
             let audio_level_byte = audio_level_ext
@@ -314,6 +317,17 @@ impl UpTrack {
         self.core().subscriber_count()
     }
 
+    /// Each layer's liveness and rates, and how many subscribers receive it: for the
+    /// admin API and the metrics, sampled once a second (a brief lock, no await).
+    pub(crate) fn layer_snapshot(&self) -> LayerSnapshot {
+        let now = Instant::now().into_std();
+        let core = self.core();
+        LayerSnapshot {
+            status: core.layer_status(now),
+            subscribers: core.subscribers_per_layer(),
+        }
+    }
+
     /// Applies a subscriber's `update_subscription`; false if it is not subscribed.
     pub(crate) fn set_wish(&self, subscriber: &ParticipantId, wish: LayerWish) -> bool {
         let mut core = self.core();
@@ -374,6 +388,13 @@ impl UpTrack {
             }
         }
     }
+}
+
+/// Per layer (lowest first): how it arrives, and how many subscribers receive it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LayerSnapshot {
+    pub status: [LayerStatus; MAX_LAYERS],
+    pub subscribers: [usize; MAX_LAYERS],
 }
 
 /// What a subscriber asked of a video track with `update_subscription`.
