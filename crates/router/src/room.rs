@@ -13,7 +13,7 @@ use switchyard_signal::{
     ActiveSpeaker, DisconnectReason, ErrorCode, ParticipantInfo, ServerMessage, TrackSource,
 };
 use switchyard_stats::rate::BitrateSampler;
-use switchyard_stats::{LayerGuard, LayerState, Live, LiveGuard};
+use switchyard_stats::{LayerGuard, Live, LiveGuard};
 
 use crate::admin::{
     layer_view, ParticipantView, PermissionsView, RoomInfo, RoomOptions, RoomStats, TrackStatsView,
@@ -22,7 +22,7 @@ use crate::admin::{
 use crate::error::{Result, RouterError};
 use crate::events::{unix_ms, EventKind, EventParticipant, RouterEvent};
 use crate::ids::{ParticipantId, RoomId, TrackId};
-use crate::media::layers::{layer_for_rid, Liveness, MAX_LAYERS};
+use crate::media::layers::{layer_for_rid, MAX_LAYERS};
 use crate::media::speaker::{ActiveSpeakerDetector, Speaker, SpeakerConfig};
 use crate::room_state::{Effect, Joiner, MemberView, Permissions, PublishedTrack, RoomState};
 use crate::rtc::participant::{
@@ -120,14 +120,6 @@ struct TrackRates {
     snapshot: Option<LayerSnapshot>,
     /// Each declared simulcast layer in the `simulcast_layers` gauge, by its state.
     gauges: [Option<LayerGuard>; MAX_LAYERS],
-}
-
-fn layer_state(liveness: Liveness) -> LayerState {
-    match liveness {
-        Liveness::Live => LayerState::Live,
-        Liveness::Sporadic => LayerState::Sporadic,
-        Liveness::Idle => LayerState::Idle,
-    }
 }
 
 struct RoomTask {
@@ -691,7 +683,7 @@ impl RoomTask {
             let snapshot = uptrack.layer_snapshot();
             rates.snapshot = Some(snapshot);
             for layer in uptrack.layers.iter().filter_map(|l| layer_for_rid(&l.rid)) {
-                let state = layer_state(snapshot.status[layer as usize].liveness);
+                let state = snapshot.status[layer as usize].liveness;
                 let gauge = &mut rates.gauges[layer as usize];
                 if gauge.as_ref().map(LayerGuard::state) != Some(state) {
                     // The old state's count goes down as the new one's goes up.

@@ -132,8 +132,8 @@ pub struct TrackCore<P, S> {
 }
 
 impl<P: Clone, S: Clone> TrackCore<P, S> {
-    /// `cache_packets` per layer answer NACKs; a layer silent for `layer_timeout` counts
-    /// as stopped.
+    /// `cache_packets` per layer answer NACKs; a layer with no frame for `layer_timeout`
+    /// is not live (see `LayerMonitor`).
     pub fn new(clock_rate: u32, cache_packets: usize, layer_timeout: Duration) -> Self {
         TrackCore {
             clock_rate,

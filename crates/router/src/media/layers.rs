@@ -73,27 +73,12 @@ pub enum Arrival {
     Padding,
 }
 
-/// Whether a layer carries media, by its frames (never by padding).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Liveness {
-    /// Frames at a steady rate: a layer to pick.
-    Live,
-    /// Some frames lately, but not steadily (a starved encoder, a muted camera's black
-    /// frames, a still screen): picked only when no layer is live.
-    Sporadic,
-    /// No frame lately: nothing, or padding only.
-    Idle,
-}
-
-impl Liveness {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Liveness::Live => "live",
-            Liveness::Sporadic => "sporadic",
-            Liveness::Idle => "idle",
-        }
-    }
-}
+/// Whether a layer carries media, by its frames (never by padding): `Live` (frames at a
+/// steady rate, a layer to pick), `Sporadic` (some frames lately but not steadily: a
+/// starved encoder, a muted camera's black frames, a still screen; picked only when no
+/// layer is live), `Idle` (no frame lately: nothing, or padding only). The metrics'
+/// type, so the router's and the gauge's states cannot drift apart.
+pub use switchyard_stats::LayerState as Liveness;
 
 /// A layer as the admin API and the metrics see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,6 +339,10 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    fn media(ts: u64) -> Arrival {
+        Arrival::Media { ts, bytes: 900 }
+    }
+
     /// `frames` frames of a layer, `every` apart from `start`, two packets each; their
     /// timestamps follow the arrival time since `t0` (90 kHz), so later calls continue.
     fn frames(
@@ -427,31 +416,10 @@ mod tests {
         }
         // Even a burst right after a gap needs RISE_FRAMES frames within the timeout.
         let t1 = t0 + ms(7100);
-        m.on_packet(
-            2,
-            Arrival::Media {
-                ts: 10_000_000,
-                bytes: 900,
-            },
-            t1,
-        );
-        m.on_packet(
-            2,
-            Arrival::Media {
-                ts: 10_003_000,
-                bytes: 900,
-            },
-            t1 + ms(30),
-        );
+        m.on_packet(2, media(10_000_000), t1);
+        m.on_packet(2, media(10_003_000), t1 + ms(30));
         assert_eq!(m.available(t1 + ms(40)), LayerSet::of(&[0]));
-        m.on_packet(
-            2,
-            Arrival::Media {
-                ts: 10_006_000,
-                bytes: 900,
-            },
-            t1 + ms(60),
-        );
+        m.on_packet(2, media(10_006_000), t1 + ms(60));
         assert_eq!(
             m.available(t1 + ms(70)),
             LayerSet::of(&[0, 2]),
@@ -471,7 +439,7 @@ mod tests {
         assert_eq!(m.status(0, t1).liveness, Liveness::Sporadic);
         // The very first frame of a track is picked at once (a fast first frame).
         let mut first = LayerMonitor::new(ms(1000));
-        first.on_packet(0, Arrival::Media { ts: 1, bytes: 900 }, t0);
+        first.on_packet(0, media(1), t0);
         assert_eq!(first.available(t0), LayerSet::of(&[0]));
     }
 
@@ -479,24 +447,10 @@ mod tests {
     fn reordered_packets_start_no_frame() {
         let t0 = Instant::now();
         let mut m = LayerMonitor::new(ms(1000));
-        m.on_packet(
-            0,
-            Arrival::Media {
-                ts: 9000,
-                bytes: 900,
-            },
-            t0,
-        );
+        m.on_packet(0, media(9000), t0);
         // Late packets of older frames, then padding: still one frame.
         for i in 1..=3 {
-            m.on_packet(
-                0,
-                Arrival::Media {
-                    ts: 9000 - i * 3000,
-                    bytes: 900,
-                },
-                t0 + ms(i * 10),
-            );
+            m.on_packet(0, media(9000 - i * 3000), t0 + ms(i * 10));
             m.on_packet(0, Arrival::Padding, t0 + ms(i * 10));
         }
         assert_eq!(m.status(0, t0 + ms(100)).liveness, Liveness::Sporadic);

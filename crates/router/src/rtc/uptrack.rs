@@ -47,7 +47,8 @@ pub(crate) struct UpPacket {
 /// The room's active-speaker detector, fed by its audio tracks.
 pub(crate) type Speakers = Arc<Mutex<ActiveSpeakerDetector<ParticipantId>>>;
 
-/// A layer with no packet for this long counts as stopped (the publisher dropped it).
+/// A layer with no frame for this long is not live (the publisher dropped it, or sends
+/// only padding on it): see `LayerMonitor`.
 const LAYER_TIMEOUT: Duration = Duration::from_millis(1000);
 
 pub struct UpTrack {
