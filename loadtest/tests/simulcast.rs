@@ -83,3 +83,71 @@ async fn receivers_end_on(quality: Option<Quality>, wanted: &str) {
     }
     server.shutdown().await;
 }
+
+/// What an operator sees of a healthy simulcast publisher in the admin API's participant
+/// view: every layer live by its frames, no padding, and the receivers on the layer they
+/// asked for (the full one by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_view_shows_each_layer_live_by_its_frames_and_who_receives_it() {
+    let server = common::TestServer::start().await;
+    let config = common::config(
+        server.ws_url(),
+        1,
+        2,
+        MediaPlan {
+            video_bps: 600_000,
+            simulcast: true,
+            audio_only: false,
+            pacing: switchyard_loadtest::media::BROWSER_PACING,
+        },
+        Duration::from_secs(5),
+    );
+    let room = switchyard_router::RoomId::new(format!("{}-0", config.room_prefix));
+    let target = Arc::new(SwitchyardTarget::new(
+        server.ws_url(),
+        DEV_API_KEY,
+        DEV_API_SECRET,
+    ));
+    let run = tokio::spawn(async move { run(&config, target).await });
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut last = String::from("no view yet");
+    let seen = loop {
+        if let Ok(view) = server.router.participant(&room, "pub-0-0").await {
+            let layers = view
+                .tracks
+                .iter()
+                .find(|t| !t.layers.is_empty())
+                .map(|t| t.layers.clone())
+                .unwrap_or_default();
+            last = serde_json::to_string(&layers).unwrap();
+            let healthy = layers.len() == 3
+                && layers.iter().all(|l| {
+                    l.state == "live"
+                        && l.frames_per_second > 0
+                        && l.padding_packets_per_second == 0
+                })
+                && layers.iter().map(|l| l.subscribers).collect::<Vec<_>>() == [0, 0, 2];
+            if healthy {
+                break layers;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the layers never all showed live with both receivers on the full one: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Frames, not packets, per second: the generator sends 30 frames a second per layer.
+    for layer in &seen {
+        assert!(
+            (10..=40).contains(&layer.frames_per_second),
+            "{}: {} frames/s: {last}",
+            layer.rid,
+            layer.frames_per_second
+        );
+    }
+    let report = run.await.unwrap().expect("the run completes");
+    assert!(report.all_participants_ok());
+    server.shutdown().await;
+}

@@ -1,26 +1,33 @@
 // Shared pieces of the end-to-end tests: a real switchyard server, real headless Chromium
-// clients driving the web client, and diagnostics for when an assertion fails.
+// (and Firefox) clients driving the web client, and diagnostics for when an assertion fails.
 //
 // Environment (every test file):
 //   SWITCHYARD_E2E_BIN or SWITCHYARD_BIN  server binary (default: <repo>/target/debug/switchyard)
 //   CHROMIUM_PATH   browser binary (default: /usr/bin/chromium)
+//   FIREFOX_PATH    Firefox binary for clients opened with {browser: 'firefox'}
+//                   (default: /usr/bin/firefox-esr)
 //   E2E_HEADFUL=1   show the browsers (needs a display)
 //   E2E_SCREENSHOT_DIR  save the pages' screenshots there at points of interest
 //   E2E_DEBUG=1     the pages log every signaling message (shown in failure diagnostics)
 //
-// Everything stays on 127.0.0.1: the server binds there, and Chromium is told to expose its
-// loopback candidates instead of mDNS names.
+// Everything stays on 127.0.0.1: the server binds there, and the browsers are told to expose
+// their loopback candidates instead of mDNS names.
+//
+// Chromium is driven by playwright-core (over CDP); stock Firefox only by WebDriver BiDi,
+// which puppeteer-core speaks without a geckodriver download. Client hides the difference
+// for what the tests use (evaluate, click, waitFor, screenshots, console logs).
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
 export { sleep };
 
@@ -31,6 +38,7 @@ export const SERVER_BIN = binFromEnv
   ? path.resolve(binFromEnv)
   : path.join(REPO_ROOT, 'target', 'debug', 'switchyard');
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+export const FIREFOX_PATH = process.env.FIREFOX_PATH || '/usr/bin/firefox-esr';
 
 const SERVER_START_TIMEOUT_MS = 20_000;
 
@@ -52,6 +60,58 @@ export const CHROMIUM_ARGS = Object.freeze([
   '--disable-features=WebRtcHideLocalIpsWithMdns',
   '--autoplay-policy=no-user-gesture-required',
 ]);
+
+// Firefox's equivalents (shared notes "testing with real clients"): fake camera and
+// microphone without a prompt, loopback candidates with their real addresses, autoplay.
+export const FIREFOX_PREFS = Object.freeze({
+  'media.navigator.streams.fake': true,
+  'media.navigator.permission.disabled': true,
+  'media.peerconnection.ice.loopback': true,
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+  'media.autoplay.default': 0,
+});
+
+// Firefox gathers no loopback candidates (media.peerconnection.ice.loopback has no effect in
+// ESR 140 and later), and no candidate at all without a default route. In a namespace whose
+// only interface is loopback (scripts/test runs the suite in one) it would never connect, so
+// a meeting with a Firefox client first gives the namespace an address of its own on a veth
+// pair, with a default route through it. Packets between the namespace's own addresses
+// still travel over `lo`. On a machine with a real interface nothing is changed: Firefox
+// and the server both use its address.
+const FIREFOX_VETH = 'syff0';
+const FIREFOX_ADDRESS = '10.99.0.1';
+let firefoxNetworkAdded = false;
+
+function hasOwnIpv4Address() {
+  return Object.values(networkInterfaces()).flat().some((a) => a.family === 'IPv4' && !a.internal);
+}
+
+function ip(...args) {
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** Makes Firefox able to gather a candidate here (see above); undone by removeFirefoxNetwork. */
+export function ensureFirefoxNetwork() {
+  if (firefoxNetworkAdded || hasOwnIpv4Address()) return;
+  ip('link', 'add', FIREFOX_VETH, 'type', 'veth', 'peer', 'name', `${FIREFOX_VETH}p`);
+  firefoxNetworkAdded = true;
+  ip('addr', 'add', `${FIREFOX_ADDRESS}/24`, 'dev', FIREFOX_VETH);
+  ip('link', 'set', FIREFOX_VETH, 'up');
+  ip('link', 'set', `${FIREFOX_VETH}p`, 'up');
+  ip('route', 'add', 'default', 'via', '10.99.0.2');
+}
+
+export function removeFirefoxNetwork() {
+  if (!firefoxNetworkAdded) return;
+  firefoxNetworkAdded = false;
+  try {
+    ip('link', 'del', FIREFOX_VETH); // takes its peer and the route with it
+  } catch (err) {
+    process.stderr.write(`removing ${FIREFOX_VETH}: ${err.message}\n`);
+  }
+}
+
+process.on('exit', removeFirefoxNetwork);
 
 // ------------------------------------------------------------------------------------------
 // Server
@@ -157,9 +217,12 @@ export class Client {
    * @param {{width: number, height: number}} [options.viewport]
    * @param {boolean} [options.audioOnly] getUserMedia never returns a camera: the page
    *   joins with its microphone only (for tests about audio, to spare the CPU)
+   * @param {'chromium'|'firefox'} [options.browser] which browser (default Chromium);
+   *   `args` apply to Chromium only
    */
   constructor(name, options = {}) {
     this.name = name;
+    this.browserName = options.browser ?? 'chromium';
     this.args = options.args ?? [];
     this.query = options.query ?? '';
     this.viewport = options.viewport ?? { width: 1280, height: 720 };
@@ -172,17 +235,36 @@ export class Client {
     this.participantId = null;
   }
 
+  get firefox() {
+    return this.browserName === 'firefox';
+  }
+
   async open(url) {
     this.profile = await mkdtemp(path.join(tmpdir(), `switchyard-e2e-${this.name}-`));
-    this.context = await chromium.launchPersistentContext(this.profile, {
-      executablePath: CHROMIUM_PATH,
-      headless: !process.env.E2E_HEADFUL,
-      args: [...CHROMIUM_ARGS, ...this.args],
-      viewport: this.viewport,
-    });
-    this.page = this.context.pages()[0] ?? (await this.context.newPage());
+    if (this.firefox) {
+      // A launched browser rather than a persistent context: puppeteer's BiDi Firefox
+      // takes the profile as userDataDir.
+      this.context = await puppeteer.launch({
+        browser: 'firefox',
+        executablePath: FIREFOX_PATH,
+        headless: !process.env.E2E_HEADFUL,
+        userDataDir: this.profile,
+        extraPrefsFirefox: FIREFOX_PREFS,
+        defaultViewport: this.viewport,
+      });
+      this.page = (await this.context.pages())[0] ?? (await this.context.newPage());
+    } else {
+      this.context = await chromium.launchPersistentContext(this.profile, {
+        executablePath: CHROMIUM_PATH,
+        headless: !process.env.E2E_HEADFUL,
+        args: [...CHROMIUM_ARGS, ...this.args],
+        viewport: this.viewport,
+      });
+      this.page = this.context.pages()[0] ?? (await this.context.newPage());
+    }
     if (this.audioOnly) {
-      await this.page.addInitScript(() => {
+      const addInitScript = (this.firefox ? this.page.evaluateOnNewDocument : this.page.addInitScript).bind(this.page);
+      await addInitScript(() => {
         const md = navigator.mediaDevices;
         const getUserMedia = md.getUserMedia.bind(md);
         md.getUserMedia = (constraints = {}) => (constraints.audio
@@ -212,10 +294,20 @@ export class Client {
     if (this.profile) await rm(this.profile, { recursive: true, force: true }).catch(() => {});
   }
 
+  /**
+   * Waits until `fn(arg)` is truthy in the page (playwright and puppeteer order the
+   * arguments of waitForFunction differently).
+   */
+  waitFor(fn, arg, timeoutMs = 10_000) {
+    return this.firefox
+      ? this.page.waitForFunction(fn, { timeout: timeoutMs, polling: 100 }, arg)
+      : this.page.waitForFunction(fn, arg, { timeout: timeoutMs });
+  }
+
   /** Clicks Join and waits for the participant id the server assigned. */
   async join(timeoutMs = 10_000) {
     await this.page.click('#join');
-    await this.page.waitForFunction(() => window.switchyard?.participantId, null, { timeout: timeoutMs });
+    await this.waitFor(() => window.switchyard?.participantId, null, timeoutMs);
     this.participantId = await this.page.evaluate(() => window.switchyard.participantId);
     assert.ok(this.participantId, `${this.name} got no participant id`);
     return this.participantId;
@@ -334,8 +426,15 @@ export class Meeting {
   /** Starts the server and opens every page on the join form (not joined yet). */
   async start() {
     assert.ok(existsSync(SERVER_BIN), `server binary ${SERVER_BIN} not found (build it, or set SWITCHYARD_E2E_BIN)`);
-    assert.ok(existsSync(CHROMIUM_PATH), `Chromium ${CHROMIUM_PATH} not found (scripts/install-test-deps, or set CHROMIUM_PATH)`);
+    if (this.clients.some((c) => !c.firefox)) {
+      assert.ok(existsSync(CHROMIUM_PATH), `Chromium ${CHROMIUM_PATH} not found (scripts/install-test-deps, or set CHROMIUM_PATH)`);
+    }
+    if (this.clients.some((c) => c.firefox)) {
+      assert.ok(existsSync(FIREFOX_PATH), `Firefox ${FIREFOX_PATH} not found (scripts/install-test-deps, or set FIREFOX_PATH)`);
+    }
     try {
+      // Before the server starts: it announces the addresses its interfaces have then.
+      if (this.clients.some((c) => c.firefox)) ensureFirefoxNetwork();
       await this.server.start();
       await this.server.waitReady();
       const debug = process.env.E2E_DEBUG ? '&debug' : '';
@@ -353,6 +452,7 @@ export class Meeting {
   async stop() {
     await Promise.all(this.clients.map((c) => c.close()));
     await this.server.stop();
+    removeFirefoxNetwork();
     if (this.failed) {
       process.stderr.write(`\n==== server ${SERVER_BIN} (exit: ${JSON.stringify(this.server.exit)}) ====\n`);
       process.stderr.write(`---- stdout ----\n${plain(this.server.stdout).slice(-20_000)}\n`);

@@ -125,8 +125,9 @@ struct LayerRx {
 /// A layer counts as arriving by its frames, not its packets: a browser whose uplink
 /// cannot carry a layer keeps sending padding on it (or a frame now and then), and a
 /// subscriber left on such a layer decodes nothing. Live takes [`RISE_FRAMES`] frames
-/// within the timeout and ends when a frame is a timeout late (under one frame a second
-/// with the default 1 s). When no layer is live, layers with a frame within
+/// within the timeout and ends when a frame is a timeout late (a gap of 750 ms in the
+/// server, where a healthy layer, even at 5 fps, has a frame every 200 ms). When no layer
+/// is live, layers with a frame within
 /// [`SPORADIC_TIMEOUTS`] timeouts are picked instead: a still screen or a muted camera
 /// sends about one frame a second, and its subscribers should still see it.
 #[derive(Debug, Clone)]

@@ -48,8 +48,11 @@ pub(crate) struct UpPacket {
 pub(crate) type Speakers = Arc<Mutex<ActiveSpeakerDetector<ParticipantId>>>;
 
 /// A layer with no frame for this long is not live (the publisher dropped it, or sends
-/// only padding on it): see `LayerMonitor`.
-const LAYER_TIMEOUT: Duration = Duration::from_millis(1000);
+/// only padding on it): see `LayerMonitor`. Its subscribers see a freeze of this long plus
+/// a keyframe's round trip before they are on another layer; a healthy layer, even at
+/// 5 fps, never goes this long without a frame, and 3 frames within it (4 fps) make a
+/// layer live again.
+const LAYER_TIMEOUT: Duration = Duration::from_millis(750);
 
 pub struct UpTrack {
     pub id: TrackId,
