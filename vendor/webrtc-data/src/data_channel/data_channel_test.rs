@@ -322,6 +322,47 @@ async fn test_data_channel_channel_type_reliable_ordered() -> Result<()> {
     Ok(())
 }
 
+/// A message larger than the reader's buffer is refused (ErrShortBuffer) and dropped whole;
+/// the channel stays open and the next message reads intact (Switchyard's fix: before it,
+/// the short read closed the channel).
+#[tokio::test]
+async fn test_data_channel_oversized_message_keeps_the_channel() -> Result<()> {
+    let mut rbuf = vec![0u8; 1000];
+
+    let (br, ca, cb) = Bridge::new(0, None, None);
+    let (a0, a1) = create_new_association_pair(&br, Arc::new(ca), Arc::new(cb)).await?;
+    let cfg = Config {
+        channel_type: ChannelType::Reliable,
+        label: "data".to_string(),
+        ..Default::default()
+    };
+    let dc0 = DataChannel::dial(&a0, 100, cfg.clone()).await?;
+    bridge_process_at_least_one(&br).await;
+    let existing_data_channels: Vec<DataChannel> = Vec::new();
+    let dc1 = DataChannel::accept(&a1, Config::default(), &existing_data_channels).await?;
+    bridge_process_at_least_one(&br).await;
+
+    dc0.write(&Bytes::from(vec![7u8; 1001])).await?;
+    dc0.write(&Bytes::from(vec![9u8; 1000])).await?;
+    bridge_process_at_least_one(&br).await;
+    bridge_process_at_least_one(&br).await;
+
+    let refused = dc1.read(&mut rbuf[..]).await;
+    assert!(
+        matches!(refused, Err(Error::Sctp(sctp::Error::ErrShortBuffer { size: 1000 }))),
+        "{refused:?}"
+    );
+    let n = dc1.read(&mut rbuf[..]).await?;
+    assert_eq!(n, 1000, "the next message reads whole");
+    assert!(rbuf.iter().all(|&b| b == 9), "and is the next message");
+
+    dc0.close().await?;
+    dc1.close().await?;
+    bridge_process_at_least_one(&br).await;
+    close_association_pair(&br, a0, a1).await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn test_data_channel_channel_type_reliable_unordered() -> Result<()> {
     let mut sbuf = vec![0u8; 1000];

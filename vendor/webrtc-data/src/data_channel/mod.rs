@@ -174,6 +174,11 @@ impl DataChannel {
                     return Ok((0, false));
                 }
                 Ok((n, ppi)) => (n, ppi),
+                // A message larger than `buf`: the stream has already dropped it whole
+                // (its chunks left the reassembly queue), so the channel can go on. The
+                // caller refuses the message; one oversized message must not cost the
+                // sender its channel.
+                Err(err @ sctp::Error::ErrShortBuffer { .. }) => return Err(err.into()),
                 Err(err) => {
                     // Shutdown the stream and send the reset request to the remote.
                     self.close().await?;
