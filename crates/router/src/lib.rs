@@ -6,6 +6,7 @@
 //! applies those decisions; [`rtc`] is the only module that touches webrtc-rs.
 
 pub mod admin;
+pub mod data;
 pub mod error;
 pub mod events;
 
@@ -28,6 +29,7 @@ use switchyard_signal::{ClientMessage, IceServer, ServerMessage};
 use switchyard_stats::MediaStats;
 
 pub use admin::{ParticipantView, RoomInfo, RoomOptions, RoomStats, TrackView};
+pub use data::DataLimits;
 pub use error::{Result, RouterError};
 pub use events::{EventKind, RouterEvent};
 pub use ids::{ParticipantId, RoomId, TrackId};

@@ -19,6 +19,7 @@ use crate::admin::{
     layer_view, ParticipantView, PermissionsView, RoomInfo, RoomOptions, RoomStats, TrackStatsView,
     TrackView,
 };
+use crate::data::DataRelay;
 use crate::error::{Result, RouterError};
 use crate::events::{unix_ms, EventKind, EventParticipant, RouterEvent};
 use crate::ids::{ParticipantId, RoomId, TrackId};
@@ -109,6 +110,7 @@ struct Member {
     actor: ParticipantTx,
     connection: Arc<ConnectionStates>,
     can_publish: Arc<AtomicBool>,
+    can_publish_data: Arc<AtomicBool>,
 }
 
 /// Bitrates of one published track, sampled once a second from its traffic counters,
@@ -128,6 +130,8 @@ struct RoomTask {
     uptracks: HashMap<TrackId, Arc<UpTrack>>,
     rates: HashMap<TrackId, TrackRates>,
     speakers: Speakers,
+    /// Relays data-channel messages among the members.
+    data: Arc<DataRelay>,
     shared: Arc<RouterShared>,
     tx: RoomTx,
     /// Unix seconds.
@@ -160,6 +164,7 @@ pub(crate) fn spawn(
             SpeakerConfig::default(),
         ))),
         _live: shared.stats.live_guard(Live::Rooms),
+        data: DataRelay::new(shared.engine.settings().data, shared.stats.clone()),
         shared,
         tx: tx.clone(),
         created_at: unix_ms() / 1000,
@@ -411,8 +416,12 @@ impl RoomTask {
         let (present, effects) = self.state.join(id.clone(), joiner, now)?;
         let connection = Arc::new(ConnectionStates::default());
         let can_publish = Arc::new(AtomicBool::new(permissions.can_publish));
+        let can_publish_data = Arc::new(AtomicBool::new(permissions.can_publish_data));
         let actor = participant::spawn(ParticipantContext {
             id: id.clone(),
+            identity: Arc::from(info.identity.as_str()),
+            data: self.data.clone(),
+            can_publish_data: can_publish_data.clone(),
             engine: self.shared.engine.clone(),
             room: self.tx.clone(),
             signal: signal.clone(),
@@ -443,6 +452,7 @@ impl RoomTask {
                 actor: actor.clone(),
                 connection,
                 can_publish,
+                can_publish_data,
             },
         );
         tracing::info!(participant = %id, identity = %info.identity, count = self.state.participant_count(), "joined");
@@ -469,6 +479,7 @@ impl RoomTask {
             return;
         };
         member.actor.send(ParticipantCommand::Close);
+        self.data.remove(id);
         self.speakers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -566,6 +577,9 @@ impl RoomTask {
             member
                 .can_publish
                 .store(permissions.can_publish, Ordering::Relaxed);
+            member
+                .can_publish_data
+                .store(permissions.can_publish_data, Ordering::Relaxed);
         }
         // Unpublish one by one (events, stopping the readers), then the rest of the change.
         for track in &revoked {

@@ -21,6 +21,7 @@ pub const ENV_PREFIX: &str = "SWITCHYARD_";
 pub struct Config {
     pub server: ServerConfig,
     pub rtc: RtcConfig,
+    pub data: DataConfig,
     pub signal: SignalConfig,
     pub room: RoomConfig,
     pub api: ApiConfig,
@@ -59,6 +60,17 @@ pub struct RtcConfig {
     pub max_publish_sections: usize,
     pub udp_buffer_bytes: usize,
     pub ice_servers: Vec<IceServer>,
+}
+
+/// `[data]`: the data channels' limits (see `switchyard_router::DataLimits`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub max_message_bytes: usize,
+    pub reliable_queue_bytes: usize,
+    pub lossy_queue_bytes: usize,
+    pub sender_bytes_per_second: usize,
+    pub slow_receiver_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +309,26 @@ impl Config {
         if !(1..=256).contains(&self.rtc.max_publish_sections) {
             return invalid("rtc.max_publish_sections", "must be from 1 to 256");
         }
+        if !(1024..=65535).contains(&self.data.max_message_bytes) {
+            return invalid(
+                "data.max_message_bytes",
+                "must be from 1024 to 65535 (webrtc-rs handles no larger message)",
+            );
+        }
+        if self.data.reliable_queue_bytes < self.data.max_message_bytes
+            || self.data.lossy_queue_bytes < self.data.max_message_bytes
+        {
+            return invalid(
+                "data.reliable_queue_bytes",
+                "the data queues must hold at least one message of data.max_message_bytes",
+            );
+        }
+        if self.data.sender_bytes_per_second < self.data.max_message_bytes {
+            return invalid(
+                "data.sender_bytes_per_second",
+                "must be at least data.max_message_bytes",
+            );
+        }
         for server in &self.rtc.ice_servers {
             if server.urls.is_empty() {
                 return invalid("rtc.ice_servers", "every ICE server needs at least one URL");
@@ -394,6 +426,13 @@ impl Config {
             ice_restart_interval: Duration::from_millis(self.rtc.ice_restart_min_interval_ms),
             max_publish_sections: self.rtc.max_publish_sections,
             udp_buffer_bytes: self.rtc.udp_buffer_bytes,
+            data: switchyard_router::DataLimits {
+                max_message_bytes: self.data.max_message_bytes,
+                reliable_queue_bytes: self.data.reliable_queue_bytes,
+                lossy_queue_bytes: self.data.lossy_queue_bytes,
+                sender_bytes_per_second: self.data.sender_bytes_per_second,
+                slow_receiver_grace: Duration::from_millis(self.data.slow_receiver_grace_ms),
+            },
         }
     }
 

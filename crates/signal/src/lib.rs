@@ -2,8 +2,10 @@
 //! ([`protocol`]) and the per-connection rules that decide what a client may send when
 //! ([`session`]). Sans-IO: no sockets, no tasks; the server feeds text in and sends what
 //! comes out. [`token`] holds the access tokens that `join` and the admin API check;
-//! [`limit`] the rate limits on what one participant may make the server do.
+//! [`limit`] the rate limits on what one participant may make the server do; [`data`] the
+//! envelope of the data-channel messages the server relays.
 
+pub mod data;
 pub mod limit;
 pub mod protocol;
 pub mod session;

@@ -304,6 +304,16 @@ pub enum ErrorCode {
     /// Too many of these too fast (re-offers, ICE restarts): the request was not acted on;
     /// the message says the limit.
     RateLimited,
+    /// A data message larger than the data channel's `a=max-message-size` (or larger than
+    /// that once the server's envelope is around it): dropped; the channel stays open.
+    MessageTooLarge,
+    /// A data message whose envelope could not be read (docs/protocol.md, "Data messages"):
+    /// dropped; the channel stays open.
+    InvalidData,
+    /// This receiver's reliable data channel fell further behind than the server queues
+    /// for it: the server reset the channel (and opened a new one); messages in between
+    /// were lost.
+    DataOverflow,
     /// The server could not complete the request; nothing the client sent was wrong.
     Internal,
 }
@@ -322,6 +332,9 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::DuplicateIdentity => "duplicate_identity",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::InvalidData => "invalid_data",
+            ErrorCode::DataOverflow => "data_overflow",
             ErrorCode::Internal => "internal",
         }
     }

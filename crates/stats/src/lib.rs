@@ -331,6 +331,69 @@ impl Drop for LayerGuard {
     }
 }
 
+/// Why a data-channel message (or one receiver's copy of it) was not relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataDrop {
+    /// The sender's token (or an operator) does not allow publishing data.
+    Forbidden,
+    /// Larger than the channel's max-message-size, or than that once the envelope is on.
+    TooLarge,
+    /// An envelope that could not be read.
+    Invalid,
+    /// A lossy message for a receiver whose queue was full (that receiver's copy).
+    QueueFull,
+    /// A reliable message for a receiver whose queue overflowed: its channel is reset, and
+    /// this copy (and any until the new channel opens) is lost.
+    Reset,
+}
+
+impl DataDrop {
+    pub const ALL: [DataDrop; 5] = [
+        DataDrop::Forbidden,
+        DataDrop::TooLarge,
+        DataDrop::Invalid,
+        DataDrop::QueueFull,
+        DataDrop::Reset,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataDrop::Forbidden => "forbidden",
+            DataDrop::TooLarge => "too_large",
+            DataDrop::Invalid => "invalid",
+            DataDrop::QueueFull => "queue_full",
+            DataDrop::Reset => "reset",
+        }
+    }
+}
+
+/// Data-channel traffic: messages from senders (`received`), copies written to receivers
+/// (`sent`; envelope bytes), and what was not relayed.
+#[derive(Debug, Default)]
+pub struct DataCounters {
+    pub received: PacketCounter,
+    pub sent: PacketCounter,
+    dropped: [AtomicU64; DataDrop::ALL.len()],
+    /// Receivers' reliable channels reset because their queue overflowed.
+    pub resets: AtomicU64,
+}
+
+impl DataCounters {
+    pub fn drop(&self, reason: DataDrop) {
+        self.drop_n(reason, 1);
+    }
+
+    pub fn drop_n(&self, reason: DataDrop, n: u64) {
+        if n > 0 {
+            self.dropped[reason as usize].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn dropped(&self, reason: DataDrop) -> u64 {
+        self.dropped[reason as usize].load(Ordering::Relaxed)
+    }
+}
+
 /// Process-wide media counters, shared by every room.
 #[derive(Debug, Default)]
 pub struct MediaStats {
@@ -358,6 +421,8 @@ pub struct MediaStats {
     pub resends_skipped: ResendSkipCounters,
     /// Webhook deliveries (the server's webhook dispatcher counts them).
     pub webhooks: WebhookCounters,
+    /// Data-channel messages relayed between participants.
+    pub data: DataCounters,
     /// Forwarding latency and the subscribers' reception quality.
     pub quality: Quality,
 }

@@ -14,7 +14,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Registry, TextEncoder};
 
 use crate::{
-    DropReason, KeyframeRequest, LayerState, Live, MediaKind, MediaStats, ResendSkip,
+    DataDrop, DropReason, KeyframeRequest, LayerState, Live, MediaKind, MediaStats, ResendSkip,
     LAYER_QUALITIES,
 };
 
@@ -291,6 +291,40 @@ fn families(s: &MediaStats) -> Vec<MetricFamily> {
             "Keyframe requests sent to publishers, by type (the server asks with PLI).",
             COUNTER,
             by_request(|r| s.keyframe_requests_sent.get(r)),
+        ),
+        family(
+            "data_messages_total",
+            "Data-channel messages: `in` from senders, `out` the copies written to receivers.",
+            COUNTER,
+            [("in", &s.data.received), ("out", &s.data.sent)]
+                .into_iter()
+                .map(|(d, c)| (vec![("direction", d)], c.packets() as f64)),
+        ),
+        family(
+            "data_bytes_total",
+            "Data-channel bytes: `in` the messages from senders, `out` the copies written \
+             to receivers (with the server's envelope).",
+            COUNTER,
+            [("in", &s.data.received), ("out", &s.data.sent)]
+                .into_iter()
+                .map(|(d, c)| (vec![("direction", d)], c.bytes() as f64)),
+        ),
+        family(
+            "data_dropped_total",
+            "Data-channel messages not relayed, by reason: `forbidden` (no can_publish_data), \
+             `too_large`, `invalid` (a bad envelope), and per receiver `queue_full` (a lossy \
+             message for a full queue) and `reset` (a reliable one lost to a channel reset).",
+            COUNTER,
+            DataDrop::ALL
+                .iter()
+                .map(|r| (vec![("reason", r.as_str())], s.data.dropped(*r) as f64)),
+        ),
+        family(
+            "data_channel_resets_total",
+            "Receivers' reliable data channels reset because they fell further behind than \
+             data.reliable_queue_bytes.",
+            COUNTER,
+            one(load(&s.data.resets)),
         ),
         // Separate counters rather than one with a `result` label: deliveries and drops
         // count events, failures count attempts, so their sum would mean nothing.

@@ -71,6 +71,8 @@ pub struct RtcSettings {
     /// media shares this one socket: a small buffer overflows (the kernel drops datagrams,
     /// DTLS handshakes included) whenever the server falls a few milliseconds behind.
     pub udp_buffer_bytes: usize,
+    /// The data channels' limits.
+    pub data: crate::data::DataLimits,
 }
 
 impl Default for RtcSettings {
@@ -90,6 +92,7 @@ impl Default for RtcSettings {
             ice_restart_interval: Duration::from_secs(5),
             max_publish_sections: 32,
             udp_buffer_bytes: 4 << 20,
+            data: crate::data::DataLimits::default(),
         }
     }
 }
@@ -323,6 +326,8 @@ impl RtcEngine {
         // read and written (once per packet per subscriber). Nothing here calls get_stats:
         // quality comes from the subscribers' RTCP (see downtrack.rs) and our counters.
         setting_engine.disable_rtp_stats(true);
+        // Data channels are read and written by our own loops (datachannel.rs).
+        setting_engine.detach_data_channels();
         if !settings.announce_ips.is_empty() {
             setting_engine.set_nat_1to1_ips(
                 settings

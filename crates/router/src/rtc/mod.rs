@@ -3,6 +3,7 @@
 //! The rest of the router is plain Rust, so a later move to a sans-IO WebRTC stack touches
 //! only this module.
 
+pub(crate) mod datachannel;
 pub(crate) mod downtrack;
 pub(crate) mod egress;
 pub mod engine;

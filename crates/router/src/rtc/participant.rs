@@ -28,10 +28,14 @@ use switchyard_signal::{
 };
 use switchyard_stats::{Live, LiveGuard, MediaStats};
 
+use super::datachannel::{
+    accept_publisher_channels, advertise_max_message_size, open_subscriber_channels,
+};
 use super::downtrack::{DownTrack, DownTrackLocal, NackPolicy};
 use super::egress::Egress;
 use super::engine::RtcEngine;
 use super::uptrack::{LayerWish, Speakers, UpTrack, UpTrackConfig};
+use crate::data::{DataRelay, DataSender};
 use crate::error::{Result, RouterError};
 use crate::ice_policy::{sdp_ice_ufrag, CandidatePolicy};
 use crate::ids::{ParticipantId, TrackId};
@@ -88,6 +92,11 @@ enum PeerEvent {
 
 pub(crate) struct ParticipantContext {
     pub id: ParticipantId,
+    pub identity: Arc<str>,
+    /// The room's data relay: this participant sends into it and receives from it.
+    pub data: Arc<DataRelay>,
+    /// Whether data messages are relayed; the room flips it like `can_publish`.
+    pub can_publish_data: Arc<AtomicBool>,
     pub engine: Arc<RtcEngine>,
     pub room: RoomTx,
     pub signal: SignalTx,
@@ -174,6 +183,8 @@ struct Participant {
     egress_task: JoinHandle<()>,
     /// Where the publisher connection reports its tracks, once it exists.
     events: mpsc::UnboundedSender<PeerEvent>,
+    /// This participant as a sender of data messages (its channels' readers hold a `Weak`).
+    data_sender: Arc<DataSender>,
     publisher_sdp_sent: Arc<AtomicBool>,
     subscriber_sdp_sent: Arc<AtomicBool>,
     /// Sources the client declared in its latest `publish_offer`, by track id.
@@ -230,6 +241,29 @@ impl Participant {
                 .clone()
                 .run(Arc::downgrade(&subscriber), subscriber.sctp().transport()),
         );
+        // The server's data channels exist before the first offer, which therefore carries
+        // the `m=application` section; messages for this participant queue until they open.
+        let recipient = ctx.data.add(ctx.id.clone(), ctx.identity.clone());
+        if let Err(e) = open_subscriber_channels(
+            &subscriber,
+            recipient,
+            ctx.signal.clone(),
+            ctx.stats.clone(),
+        )
+        .await
+        {
+            ctx.data.remove(&ctx.id);
+            egress_task.abort();
+            let _ = subscriber.close().await;
+            return Err((e, ctx.room.clone(), ctx.id.clone()));
+        }
+        let data_sender = Arc::new(DataSender::new(
+            ctx.id.clone(),
+            ctx.identity.clone(),
+            ctx.data.clone(),
+            ctx.can_publish_data.clone(),
+            ctx.signal.clone(),
+        ));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let publisher_sdp_sent = Arc::new(AtomicBool::new(false));
         let subscriber_sdp_sent = Arc::new(AtomicBool::new(false));
@@ -249,6 +283,7 @@ impl Participant {
                 egress,
                 egress_task,
                 events: events_tx,
+                data_sender,
                 publisher_sdp_sent,
                 subscriber_sdp_sent,
                 declared_sources: HashMap::new(),
@@ -256,7 +291,9 @@ impl Participant {
                 published: HashMap::new(),
                 downtracks: HashMap::new(),
                 awaiting_answer: false,
-                needs_offer: false,
+                // The first offer goes out at once: the subscriber connection (its data
+                // channels, ICE and DTLS) is up before the first track is forwarded.
+                needs_offer: true,
                 activate_after_next_offer: Vec::new(),
                 activate_after_answer: Vec::new(),
                 freed_after_next_offer: Vec::new(),
@@ -429,6 +466,7 @@ impl Participant {
         self.flush_early_candidates(Target::Publisher).await;
         let answer = publisher.create_answer(None).await?;
         let sdp = set_local_and_gather(&publisher, answer).await?;
+        let sdp = advertise_max_message_size(sdp, self.ctx.data.limits().max_message_bytes);
         self.publisher_sdp_sent.store(true, Ordering::Relaxed);
         self.send(ServerMessage::PublishAnswer { sdp });
         Ok(())
@@ -451,6 +489,7 @@ impl Participant {
             let _ = events.send(PeerEvent::PublisherTrack(track));
             Box::pin(async {})
         }));
+        accept_publisher_channels(&pc, Arc::downgrade(&self.data_sender));
         watch_connection(
             &pc,
             Target::Publisher,
@@ -767,6 +806,7 @@ impl Participant {
         self.needs_offer = false;
         let offer = self.subscriber.create_offer(None).await?;
         let sdp = set_local_and_gather(&self.subscriber, offer).await?;
+        let sdp = advertise_max_message_size(sdp, self.ctx.data.limits().max_message_bytes);
         self.subscriber_sdp_sent.store(true, Ordering::Relaxed);
         self.awaiting_answer = true;
         // Only tracks in this offer get bound by its answer; later ones wait for theirs.
@@ -779,6 +819,7 @@ impl Participant {
     }
 
     async fn close(mut self) {
+        self.ctx.data.remove(&self.ctx.id);
         for (_, downtrack) in self.downtracks.drain() {
             downtrack.stop(&self.ctx.id);
         }
