@@ -33,9 +33,34 @@
 //   disconnected       {reason}             the server ends the session: removed | room_deleted
 //   error              {error}              a local failure (SDP, ICE, WebSocket)
 //   closed             {reason}             the session ended (leave, socket closed)
+//   data               {participantId, identity, topic, data, reliable}  a data message from
+//                      another participant (data: a string if sent as text, else a Uint8Array)
+//   fileprogress       {direction, transferId, participantId, identity, name, size, bytes}
+//                      a file being sent ('send') or received ('receive'): bytes so far
+//   file               {transferId, participantId, identity, name, size, type, blob}  a file
+//                      received whole
+//   fileerror          {direction, transferId, name, reason}  a transfer that broke off
+//
+// Data: the publisher connection carries two data channels, `_reliable` (ordered) and
+// `_lossy` (unordered, no retransmits); the server relays each message to the others on
+// their subscriber connections, stamped with the sender's participant id and identity
+// (sendData, the `data` event). Files go over `_reliable` in 16 KiB chunks (sendFile).
+
+import {
+  FILE_ABORT, FILE_CHUNK, FILE_CHUNK_BYTES, FILE_END, FILE_START, LOSSY_LABEL, RELIABLE_LABEL,
+  decodeRelayed, encodeClientData, transferId,
+} from './data.js';
 
 const PING_INTERVAL_MS = 10_000;
 const JOIN_TIMEOUT_MS = 15_000;
+/** How long sendData waits for our data channels to open (right after joining). */
+const DATA_OPEN_TIMEOUT_MS = 15_000;
+/** A file transfer keeps at most this much in the channel's send buffer, and resumes below
+ * the low mark (`bufferedAmountLowThreshold`), so a large file never sits in memory twice. */
+const FILE_HIGH_WATER = 1 << 20;
+const FILE_LOW_WATER = 256 * 1024;
+/** What the server takes when its SDP does not say (it does: a=max-message-size). */
+const DEFAULT_MAX_MESSAGE_SIZE = 65_535;
 
 /** The camera's simulcast encodings, lowest first (the server names them low/medium/high). */
 export const SIMULCAST_ENCODINGS = Object.freeze([
@@ -95,6 +120,19 @@ export function parseMediaSections(sdp) {
     if (section.mid != null) byMid.set(section.mid, section);
   }
   return byMid;
+}
+
+/** Resolves once `channel` has sent down to its bufferedAmountLowThreshold (or closed). */
+function drained(channel) {
+  return new Promise((resolve) => {
+    const done = () => {
+      channel.removeEventListener('bufferedamountlow', done);
+      channel.removeEventListener('close', done);
+      resolve();
+    };
+    channel.addEventListener('bufferedamountlow', done);
+    channel.addEventListener('close', done);
+  });
 }
 
 function toRtcIceServers(iceServers) {
@@ -182,6 +220,8 @@ export class SwitchyardClient extends EventTarget {
     this._joinWaiter = null;
     this._closing = false;
     this._wsOpen = false;
+    this._channels = { reliable: null, lossy: null }; // ours, on the publisher connection
+    this._incomingFiles = new Map(); // `${participantId}/${transferId}` -> transfer
   }
 
   // ---------------------------------------------------------------------------------------
@@ -255,6 +295,61 @@ export class SwitchyardClient extends EventTarget {
       throw err;
     }
     return { participantId: this.participantId, room: this._room };
+  }
+
+  /**
+   * Sends `data` (a string, an ArrayBuffer or a typed array) to the other participants, or
+   * only to those whose identities `destinations` names. `reliable: false` sends it on the
+   * lossy channel (unordered, never retransmitted). Resolves once it is handed to the
+   * channel; throws a RangeError if it is larger than the channel takes.
+   */
+  async sendData(data, { reliable = true, topic, destinations } = {}) {
+    if (typeof topic === 'string' && topic.startsWith('_file.')) {
+      throw new RangeError('topics starting with `_file.` are the client\'s own (sendFile)');
+    }
+    this._sendEnvelope(await this._dataChannel(reliable), data, { topic, destinations });
+  }
+
+  /**
+   * Sends a File (or Blob) to everyone, or to the identities in `destinations`, in 16 KiB
+   * chunks over the reliable channel, never more than 1 MiB ahead of what the channel has
+   * sent. Emits `fileprogress` as it goes; resolves with {transferId, name, size}.
+   */
+  async sendFile(file, { destinations } = {}) {
+    const channel = await this._dataChannel(true);
+    const id = transferId();
+    const name = file.name ?? 'file';
+    const size = file.size;
+    const progress = (bytes) => this._emit('fileprogress', {
+      direction: 'send', transferId: id, participantId: this.participantId, identity: this._self?.identity ?? null, name, size, bytes,
+    });
+    this._sendEnvelope(channel, JSON.stringify({ id, name, size, type: file.type ?? '' }), { topic: FILE_START, destinations });
+    progress(0);
+    const topic = `${FILE_CHUNK}:${id}`;
+    let sent = 0;
+    try {
+      while (sent < size) {
+        if (channel.bufferedAmount > FILE_HIGH_WATER) await drained(channel);
+        if (channel.readyState !== 'open') throw new Error('the data channel closed during the transfer');
+        const chunk = new Uint8Array(await file.slice(sent, sent + FILE_CHUNK_BYTES).arrayBuffer());
+        this._sendEnvelope(channel, chunk, { topic, destinations });
+        sent += chunk.length;
+        progress(sent);
+      }
+      this._sendEnvelope(channel, JSON.stringify({ id }), { topic: FILE_END, destinations });
+    } catch (err) {
+      if (channel.readyState === 'open') {
+        try { this._sendEnvelope(channel, JSON.stringify({ id }), { topic: FILE_ABORT, destinations }); } catch { /* closing */ }
+      }
+      this._emit('fileerror', { direction: 'send', transferId: id, name, reason: err.message });
+      throw err;
+    }
+    return { transferId: id, name, size };
+  }
+
+  /** The largest message our channels take (the server's a=max-message-size). */
+  get maxMessageSize() {
+    return this._pub?.pc.sctp?.maxMessageSize || DEFAULT_MAX_MESSAGE_SIZE;
   }
 
   /** Leaves the room, closes both peer connections and the socket. Local tracks are not stopped. */
@@ -475,16 +570,17 @@ export class SwitchyardClient extends EventTarget {
     this._joinWaiter?.resolve();
     this._joinWaiter = null;
 
+    // Published even without tracks: the publisher connection carries our data channels.
     const stream = this._pendingStream;
     this._pendingStream = null;
-    if (stream && stream.getTracks().length > 0) {
-      this._publish(stream).catch((err) => this._emitError(err, 'publishing failed'));
-    }
+    this._publish(stream).catch((err) => this._emitError(err, 'publishing failed'));
     this._updateState();
   }
 
   _onServerError(msg) {
     if (msg.code === 'duplicate_identity') this._serverReason = 'you joined this room from another tab or device';
+    // The server reset our reliable channel: what was arriving on it is incomplete.
+    if (msg.code === 'data_overflow') this._abortIncomingFiles('the data channel was reset: this tab fell too far behind');
     this._emit('servererror', { code: msg.code, message: msg.message });
     if (this._joinWaiter) {
       const err = new Error(`${msg.code}: ${msg.message}`);
@@ -535,6 +631,8 @@ export class SwitchyardClient extends EventTarget {
     this._remote.clear();
     this._local.clear();
     this._subscriptions.clear();
+    this._channels = { reliable: null, lossy: null };
+    this._abortIncomingFiles('the session ended');
     if (this._activeSpeakers.length) {
       this._activeSpeakers = [];
       this._emit('activespeakers', { speakers: [] });
@@ -544,6 +642,100 @@ export class SwitchyardClient extends EventTarget {
     }
     this._setState(finalState);
     this._emit('closed', { reason });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Data channels
+
+  _openDataChannels(pc) {
+    const reliable = pc.createDataChannel(RELIABLE_LABEL);
+    const lossy = pc.createDataChannel(LOSSY_LABEL, { ordered: false, maxRetransmits: 0 });
+    for (const channel of [reliable, lossy]) {
+      channel.binaryType = 'arraybuffer';
+      channel.bufferedAmountLowThreshold = FILE_LOW_WATER;
+      channel.addEventListener('open', () => this._log(`data channel ${channel.label} open`));
+      channel.addEventListener('close', () => this._log(`data channel ${channel.label} closed`));
+    }
+    this._channels = { reliable, lossy };
+  }
+
+  /** Our reliable or lossy channel once open (waits for it right after joining). */
+  async _dataChannel(reliable) {
+    const channel = reliable ? this._channels.reliable : this._channels.lossy;
+    if (!channel) throw new Error('not joined: no data channel');
+    if (channel.readyState === 'open') return channel;
+    if (channel.readyState !== 'connecting') throw new Error(`the data channel is ${channel.readyState}`);
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the data channel did not open in time')), DATA_OPEN_TIMEOUT_MS);
+      channel.addEventListener('open', () => { clearTimeout(timer); resolve(); }, { once: true });
+      channel.addEventListener('close', () => { clearTimeout(timer); reject(new Error('the data channel closed')); }, { once: true });
+    });
+    return channel;
+  }
+
+  _sendEnvelope(channel, data, { topic, destinations }) {
+    const bytes = encodeClientData(data, { topic, destinations });
+    const max = this.maxMessageSize;
+    if (bytes.length > max) {
+      throw new RangeError(`a data message of ${bytes.length} bytes with its envelope; the channel takes at most ${max}`);
+    }
+    channel.send(bytes);
+  }
+
+  _onDataMessage(label, raw) {
+    let m;
+    try {
+      m = decodeRelayed(raw);
+    } catch (err) {
+      this._log(`data message dropped: ${err.message}`);
+      return;
+    }
+    if (m.topic?.startsWith('_file.')) {
+      this._onFileMessage(m);
+      return;
+    }
+    this._emit('data', { ...m, reliable: label === RELIABLE_LABEL });
+  }
+
+  _onFileMessage(m) {
+    const sender = { participantId: m.participantId, identity: m.identity };
+    try {
+      if (m.topic === FILE_START) {
+        const meta = JSON.parse(m.data);
+        const key = `${m.participantId}/${meta.id}`;
+        this._incomingFiles.set(key, { ...sender, meta, chunks: [], bytes: 0 });
+        this._emit('fileprogress', { direction: 'receive', transferId: meta.id, ...sender, name: meta.name, size: meta.size, bytes: 0 });
+      } else if (m.topic.startsWith(`${FILE_CHUNK}:`)) {
+        const id = m.topic.slice(FILE_CHUNK.length + 1);
+        const t = this._incomingFiles.get(`${m.participantId}/${id}`);
+        if (!t) return; // its start was lost (a reset channel) or it was aborted
+        t.chunks.push(m.data);
+        t.bytes += m.data.length;
+        this._emit('fileprogress', { direction: 'receive', transferId: id, ...sender, name: t.meta.name, size: t.meta.size, bytes: t.bytes });
+      } else if (m.topic === FILE_END || m.topic === FILE_ABORT) {
+        const { id } = JSON.parse(m.data);
+        const key = `${m.participantId}/${id}`;
+        const t = this._incomingFiles.get(key);
+        if (!t) return;
+        this._incomingFiles.delete(key);
+        if (m.topic === FILE_ABORT || t.bytes !== t.meta.size) {
+          const reason = m.topic === FILE_ABORT ? 'the sender stopped' : `${t.bytes} of ${t.meta.size} bytes arrived`;
+          this._emit('fileerror', { direction: 'receive', transferId: id, ...sender, name: t.meta.name, reason });
+          return;
+        }
+        const blob = new Blob(t.chunks, { type: t.meta.type || 'application/octet-stream' });
+        this._emit('file', { transferId: id, ...sender, name: t.meta.name, size: t.meta.size, type: t.meta.type, blob });
+      }
+    } catch (err) {
+      this._log(`file message dropped: ${err.message}`);
+    }
+  }
+
+  _abortIncomingFiles(reason) {
+    for (const t of this._incomingFiles.values()) {
+      this._emit('fileerror', { direction: 'receive', transferId: t.meta.id, participantId: t.participantId, identity: t.identity, name: t.meta.name, reason });
+    }
+    this._incomingFiles.clear();
   }
 
   // ---------------------------------------------------------------------------------------
@@ -627,8 +819,9 @@ export class SwitchyardClient extends EventTarget {
     const side = this._createPeerConnection('publisher');
     this._pub = side;
     const pc = side.pc;
-    const audio = stream.getAudioTracks()[0];
-    const video = stream.getVideoTracks()[0];
+    this._openDataChannels(pc);
+    const audio = stream?.getAudioTracks()[0];
+    const video = stream?.getVideoTracks()[0];
     const transceivers = [];
     for (const track of [audio, video]) {
       if (!track) continue;
@@ -703,6 +896,13 @@ export class SwitchyardClient extends EventTarget {
       side.pendingRemoteCandidates.push(...this._pendingSubscriberCandidates.splice(0));
       side.pc.addEventListener('track', (ev) => {
         this._log(`ontrack mid=${ev.transceiver?.mid} kind=${ev.track.kind} stream=${ev.streams[0]?.id} track=${ev.track.id}`);
+      });
+      // The server's `_reliable` and `_lossy` channels: what the others send arrives here.
+      side.pc.addEventListener('datachannel', (ev) => {
+        const channel = ev.channel;
+        channel.binaryType = 'arraybuffer';
+        this._log(`server data channel ${channel.label}`);
+        channel.addEventListener('message', (m) => this._onDataMessage(channel.label, m.data));
       });
       this._updateState();
     }
