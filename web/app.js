@@ -1,6 +1,7 @@
 // The meeting UI: join form, participant tiles, controls. All media and signaling logic lives
 // in client.js; this file only renders what the client reports.
 
+import { setupChat } from './chat.js';
 import { SwitchyardClient } from './client.js';
 
 const $ = (id) => document.getElementById(id);
@@ -34,6 +35,9 @@ const client = new SwitchyardClient({
 // For the console and tests: the client, with setQuality(idOrParticipantId, quality),
 // setAutoQuality(idOrParticipantId) and activeSpeakers() among its methods.
 window.switchyard = client;
+
+// The chat panel and file transfers (chat.js); `chat.reset()` when the meeting ends.
+let chat = null;
 
 // How long a tile's size must stay put before the server hears about it.
 const SIZE_DEBOUNCE_MS = 300;
@@ -431,6 +435,7 @@ async function accessToken(room, name) {
 function endMeeting(sendLeave) {
   if (sendLeave) client.leave();
   joinedAnnounced = false;
+  chat.reset();
   for (const id of [...tiles.keys()]) removeRemote(id);
   localTile = null;
   els.tiles.replaceChildren();
@@ -441,6 +446,7 @@ function endMeeting(sendLeave) {
   showMeeting(false);
 }
 
+chat = setupChat({ client, showStatus });
 els.joinForm.addEventListener('submit', join);
 els.toggleMic.addEventListener('click', () => {
   client.setMicrophoneEnabled(!client.isMicrophoneEnabled());
@@ -466,7 +472,7 @@ els.copyLink.addEventListener('click', async () => {
 window.addEventListener('pagehide', () => client.leave());
 
 document.addEventListener('keydown', (ev) => {
-  if (!client.joined || ev.target instanceof HTMLInputElement) return;
+  if (!client.joined || ev.target instanceof HTMLInputElement || ev.target instanceof HTMLSelectElement) return;
   if (ev.key === 'm' && !ev.ctrlKey && !ev.metaKey) els.toggleMic.click();
   if (ev.key === 'v' && !ev.ctrlKey && !ev.metaKey) els.toggleCamera.click();
 });

@@ -36,7 +36,8 @@
 //   data               {participantId, identity, topic, data, reliable}  a data message from
 //                      another participant (data: a string if sent as text, else a Uint8Array)
 //   fileprogress       {direction, transferId, participantId, identity, name, size, bytes}
-//                      a file being sent ('send') or received ('receive'): bytes so far
+//                      a file being sent ('send', with its destinations) or received
+//                      ('receive'): bytes so far
 //   file               {transferId, participantId, identity, name, size, type, blob}  a file
 //                      received whole
 //   fileerror          {direction, transferId, name, reason}  a transfer that broke off
@@ -241,6 +242,11 @@ export class SwitchyardClient extends EventTarget {
     return this._self?.name ?? null;
   }
 
+  /** Our identity (from the join token): what others name in `destinations`. */
+  get identity() {
+    return this._self?.identity ?? null;
+  }
+
   get room() {
     return this._room;
   }
@@ -321,7 +327,7 @@ export class SwitchyardClient extends EventTarget {
     const name = file.name ?? 'file';
     const size = file.size;
     const progress = (bytes) => this._emit('fileprogress', {
-      direction: 'send', transferId: id, participantId: this.participantId, identity: this._self?.identity ?? null, name, size, bytes,
+      direction: 'send', transferId: id, participantId: this.participantId, identity: this._self?.identity ?? null, name, size, bytes, destinations: destinations ?? [],
     });
     this._sendEnvelope(channel, JSON.stringify({ id, name, size, type: file.type ?? '' }), { topic: FILE_START, destinations });
     progress(0);
@@ -563,7 +569,7 @@ export class SwitchyardClient extends EventTarget {
     this._iceServers = toRtcIceServers(msg.ice_servers);
     this._emit('joined', { room: this._room, participantId: this._self.id, name: this._self.name });
     for (const rp of msg.participants ?? []) {
-      const p = this._ensureParticipant(rp.id, rp.name);
+      const p = this._ensureParticipant(rp.id, rp.name, rp.identity);
       for (const t of rp.tracks ?? []) p.tracks.set(t.id, { ...t });
       this._emit('participantjoined', { participant: this._snapshot(p) });
     }
@@ -1008,13 +1014,14 @@ export class SwitchyardClient extends EventTarget {
   // ---------------------------------------------------------------------------------------
   // Participants and tracks
 
-  _ensureParticipant(id, name) {
+  _ensureParticipant(id, name, identity) {
     let p = this._remote.get(id);
     if (!p) {
-      p = { id, name: name ?? '', tracks: new Map(), media: new Map() };
+      p = { id, name: name ?? '', identity: identity ?? null, tracks: new Map(), media: new Map() };
       this._remote.set(id, p);
-    } else if (name != null) {
-      p.name = name;
+    } else {
+      if (name != null) p.name = name;
+      if (identity != null) p.identity = identity;
     }
     return p;
   }
@@ -1036,6 +1043,7 @@ export class SwitchyardClient extends EventTarget {
     return {
       id: p.id,
       name: p.name,
+      identity: p.identity,
       tracks,
       audioMuted,
       videoMuted,
@@ -1049,7 +1057,7 @@ export class SwitchyardClient extends EventTarget {
     if (!info || info.id === this.participantId) return;
     this._departed.delete(info.id);
     const known = this._remote.has(info.id);
-    const p = this._ensureParticipant(info.id, info.name);
+    const p = this._ensureParticipant(info.id, info.name, info.identity);
     this._emit(known ? 'participantupdated' : 'participantjoined', { participant: this._snapshot(p) });
   }
 

@@ -266,6 +266,7 @@ export class Client {
       const addInitScript = (this.firefox ? this.page.evaluateOnNewDocument : this.page.addInitScript).bind(this.page);
       await addInitScript(() => {
         const md = navigator.mediaDevices;
+        if (!md) return; // a document without media devices (Firefox runs this on about:blank too)
         const getUserMedia = md.getUserMedia.bind(md);
         md.getUserMedia = (constraints = {}) => (constraints.audio
           ? getUserMedia({ ...constraints, video: false })
