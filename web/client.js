@@ -222,6 +222,9 @@ export class SwitchyardClient extends EventTarget {
     this._closing = false;
     this._wsOpen = false;
     this._channels = { reliable: null, lossy: null }; // ours, on the publisher connection
+    // [{event, at}] since join() (performance.now() ms): where the time to the first
+    // frame goes (web/e2e/bench-first-frame.mjs reads it).
+    this.timeline = [];
     this._incomingFiles = new Map(); // `${participantId}/${transferId}` -> transfer
   }
 
@@ -264,6 +267,7 @@ export class SwitchyardClient extends EventTarget {
     this._reset();
     this._closing = false;
     this._room = room;
+    this._mark('join');
     this._setState('connecting');
 
     const url = this.url ?? defaultSignalUrl();
@@ -282,6 +286,7 @@ export class SwitchyardClient extends EventTarget {
 
     ws.addEventListener('open', () => {
       this._wsOpen = true;
+      this._mark('websocket open');
       const msg = { type: 'join', room, name };
       if (token) msg.token = token;
       this._send(msg);
@@ -564,6 +569,7 @@ export class SwitchyardClient extends EventTarget {
       return;
     }
     this._self = { id: msg.participant.id, name: msg.participant.name, identity: msg.participant.identity };
+    this._mark('joined');
     this._room = msg.room ?? this._room;
     this.roomMetadata = msg.room_metadata ?? '';
     this._iceServers = toRtcIceServers(msg.ice_servers);
@@ -763,6 +769,7 @@ export class SwitchyardClient extends EventTarget {
     });
     pc.addEventListener('connectionstatechange', () => {
       this._log(`${target} connection: ${pc.connectionState}`);
+      this._mark(`${target} ${pc.connectionState}`);
       this._updateState();
     });
     pc.addEventListener('iceconnectionstatechange', () => this._updateState());
@@ -863,6 +870,7 @@ export class SwitchyardClient extends EventTarget {
       meta.push({ track_id: local.wireTrackId, source: sourceFor(track.kind) });
     }
     this._send({ type: 'publish_offer', sdp: pc.localDescription.sdp, tracks: meta });
+    this._mark('publish_offer sent');
     this._flushLocalCandidates(side);
 
     // Mute state chosen before joining (e.g. joined with the microphone off).
@@ -885,6 +893,7 @@ export class SwitchyardClient extends EventTarget {
       }
       try {
         await side.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+        this._mark('publish_answer applied');
       } catch (err) {
         this._emitError(err, 'applying publish_answer failed');
         return;
@@ -895,12 +904,14 @@ export class SwitchyardClient extends EventTarget {
   }
 
   _onSubscribeOffer(msg) {
+    this._mark('subscribe_offer received');
     let side = this._sub;
     if (!side) {
       side = this._createPeerConnection('subscriber');
       this._sub = side;
       side.pendingRemoteCandidates.push(...this._pendingSubscriberCandidates.splice(0));
       side.pc.addEventListener('track', (ev) => {
+        this._mark(`track ${ev.track.kind}`);
         this._log(`ontrack mid=${ev.transceiver?.mid} kind=${ev.track.kind} stream=${ev.streams[0]?.id} track=${ev.track.id}`);
       });
       // The server's `_reliable` and `_lossy` channels: what the others send arrives here.
@@ -925,6 +936,7 @@ export class SwitchyardClient extends EventTarget {
         const answer = await pc.createAnswer();
         await pc.setLocalDescription(answer);
         this._send({ type: 'subscribe_answer', sdp: pc.localDescription.sdp });
+        this._mark('subscribe_answer sent');
         if (!side.localSdpSent) this._flushLocalCandidates(side);
       } catch (err) {
         this._emitError(err, 'handling subscribe_offer failed');
@@ -1228,6 +1240,10 @@ export class SwitchyardClient extends EventTarget {
     if (state === this._state) return;
     this._state = state;
     this._emit('statechange', { state });
+  }
+
+  _mark(event) {
+    if (this.timeline.length < 200) this.timeline.push({ event, at: Math.round(performance.now()) });
   }
 
   _emit(type, detail) {
