@@ -25,20 +25,30 @@ async fn receivers_that_ask_for_medium_get_the_medium_layer() {
     receivers_end_on(Some(Quality::Medium), "video1").await;
 }
 
-async fn receivers_end_on(quality: Option<Quality>, wanted: &str) {
-    let server = common::TestServer::start().await;
-    let config = common::config(
+/// A run of three-layer publishers (600 kbit/s across the layers, paced as a browser).
+fn simulcast_run(
+    server: &common::TestServer,
+    publishers: usize,
+    subscribers: usize,
+    duration: Duration,
+) -> switchyard_loadtest::run::RunConfig {
+    common::config(
         server.ws_url(),
-        2,
-        1,
+        publishers,
+        subscribers,
         MediaPlan {
             video_bps: 600_000,
             simulcast: true,
             audio_only: false,
             pacing: switchyard_loadtest::media::BROWSER_PACING,
         },
-        Duration::from_secs(4),
-    );
+        duration,
+    )
+}
+
+async fn receivers_end_on(quality: Option<Quality>, wanted: &str) {
+    let server = common::TestServer::start().await;
+    let config = simulcast_run(&server, 2, 1, Duration::from_secs(4));
     let mut target = SwitchyardTarget::new(server.ws_url(), DEV_API_KEY, DEV_API_SECRET);
     if let Some(quality) = quality {
         target = target.with_quality(quality);
@@ -90,18 +100,7 @@ async fn receivers_end_on(quality: Option<Quality>, wanted: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_view_shows_each_layer_live_by_its_frames_and_who_receives_it() {
     let server = common::TestServer::start().await;
-    let config = common::config(
-        server.ws_url(),
-        1,
-        2,
-        MediaPlan {
-            video_bps: 600_000,
-            simulcast: true,
-            audio_only: false,
-            pacing: switchyard_loadtest::media::BROWSER_PACING,
-        },
-        Duration::from_secs(5),
-    );
+    let config = simulcast_run(&server, 1, 2, Duration::from_secs(5));
     let room = switchyard_router::RoomId::new(format!("{}-0", config.room_prefix));
     let target = Arc::new(SwitchyardTarget::new(
         server.ws_url(),

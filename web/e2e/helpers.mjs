@@ -326,6 +326,31 @@ export class Client {
   }
 }
 
+/**
+ * In `client`'s page: its inbound video from participant `pid` (the camera: the first
+ * video track it receives of `pid`), condensed; null until there is one.
+ */
+export function inboundVideoOf(client, pid) {
+  return client.page.evaluate(async (pid) => {
+    const c = window.switchyard;
+    const t = c.remoteTracks().find((x) => x.participantId === pid && x.kind === 'video');
+    if (!t || !c.subscriberConnection) return null;
+    const report = await c.subscriberConnection.getStats();
+    const s = [...report.values()].find((r) => r.type === 'inbound-rtp' && r.kind === 'video'
+      && (r.trackIdentifier === t.mediaTrackId || r.mid === t.mid));
+    if (!s) return null;
+    return {
+      framesDecoded: s.framesDecoded ?? 0,
+      frameWidth: s.frameWidth ?? 0,
+      frameHeight: s.frameHeight ?? 0,
+      freezeCount: s.freezeCount ?? 0,
+      totalFreezesDuration: s.totalFreezesDuration ?? 0,
+      keyFramesDecoded: s.keyFramesDecoded ?? 0,
+      packetsLost: s.packetsLost ?? 0,
+    };
+  }, pid);
+}
+
 // Runs in the page: the client's view of the session plus its media stats, condensed.
 export async function summarize() {
   const c = window.switchyard;

@@ -15,7 +15,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { Meeting, SERVER_BIN, sleep } from './helpers.mjs';
+import { Meeting, SERVER_BIN, inboundVideoOf, sleep } from './helpers.mjs';
 
 const MEDIA_DEADLINE_MS = 30_000;
 const CAP_KBIT = 900;
@@ -76,20 +76,6 @@ async function metric(meeting, name) {
   return line ? Number(line.split(' ').pop()) : null;
 }
 
-/** In the subscriber's page: frames decoded of `pid`'s camera, and its resolution. */
-function inboundVideo(subscriber, pid) {
-  return subscriber.page.evaluate(async (pid) => {
-    const c = window.switchyard;
-    const t = c.remoteTracks().find((x) => x.participantId === pid && x.kind === 'video');
-    if (!t || !c.subscriberConnection) return null;
-    const report = await c.subscriberConnection.getStats();
-    const s = [...report.values()].find((r) => r.type === 'inbound-rtp' && r.kind === 'video'
-      && (r.trackIdentifier === t.mediaTrackId || r.mid === t.mid));
-    if (!s) return null;
-    return { framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth ?? 0 };
-  }, pid);
-}
-
 /** In the publisher's page: frames encoded per rid. */
 function publisherSide(publisher) {
   return publisher.page.evaluate(async () => {
@@ -122,11 +108,11 @@ for (const browser of ['firefox', 'chromium']) {
         await publisher.join();
         await subscriber.join();
         await meeting.eventually('the subscriber decodes the publisher\'s camera', MEDIA_DEADLINE_MS, async () => {
-          const s = await inboundVideo(subscriber, publisher.participantId);
+          const s = await inboundVideoOf(subscriber, publisher.participantId);
           return s && s.framesDecoded > 0 ? null : `inbound video: ${JSON.stringify(s)}`;
         });
         const start = Date.now();
-        let last = { at: start, decoded: (await inboundVideo(subscriber, publisher.participantId)).framesDecoded };
+        let last = { at: start, decoded: (await inboundVideoOf(subscriber, publisher.participantId)).framesDecoded };
         let lastEncoded = sum((await publisherSide(publisher)).encoded);
         let maxGap = 0;
         let gapAt = null;
@@ -138,7 +124,7 @@ for (const browser of ['firefox', 'chromium']) {
           await sleep(POLL_MS);
           const now = Date.now();
           const [inbound, side] = await Promise.all([
-            inboundVideo(subscriber, publisher.participantId),
+            inboundVideoOf(subscriber, publisher.participantId),
             publisherSide(publisher),
           ]);
           const encoded = sum(side.encoded);

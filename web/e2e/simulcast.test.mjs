@@ -9,7 +9,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Meeting, sleep } from './helpers.mjs';
+import { Meeting, inboundVideoOf, sleep } from './helpers.mjs';
 
 const MEDIA_DEADLINE_MS = 30_000;
 const SWITCH_DEADLINE_MS = 2_000; // strict: the figure under test
@@ -32,26 +32,7 @@ before(() => meeting.start());
 after(() => meeting.stop());
 
 /** In the subscriber's page: the inbound video of participant `pid`, condensed. */
-function inboundVideo(pid) {
-  return subscriber.page.evaluate(async (pid) => {
-    const c = window.switchyard;
-    const t = c.remoteTracks().find((x) => x.participantId === pid && x.kind === 'video');
-    if (!t || !c.subscriberConnection) return null;
-    const report = await c.subscriberConnection.getStats();
-    const s = [...report.values()].find((r) => r.type === 'inbound-rtp' && r.kind === 'video'
-      && (r.trackIdentifier === t.mediaTrackId || r.mid === t.mid));
-    if (!s) return null;
-    return {
-      framesDecoded: s.framesDecoded ?? 0,
-      frameWidth: s.frameWidth ?? 0,
-      frameHeight: s.frameHeight ?? 0,
-      freezeCount: s.freezeCount ?? 0,
-      totalFreezesDuration: s.totalFreezesDuration ?? 0,
-      keyFramesDecoded: s.keyFramesDecoded ?? 0,
-      packetsLost: s.packetsLost ?? 0,
-    };
-  }, pid);
-}
+const inboundVideo = (pid) => inboundVideoOf(subscriber, pid);
 
 /** In the publisher's page: its video outbound-rtp per rid. */
 function outboundByRid() {

@@ -13,16 +13,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::data_channel::data_channel_init::RTCDataChannelInit;
 use webrtc::data_channel::RTCDataChannel;
-use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 
-use common::{client_api, dev_token, token_with, wait_until, TestServer, TestServerExt};
+use common::{
+    client_api, dev_token, next_logged, peer_connection, split_ws, token_with, wait_until,
+    TestServer, TestServerExt,
+};
 use switchyard_signal::data::{client_envelope, RelayedData};
 use switchyard_signal::token::Grant;
 
@@ -58,6 +59,8 @@ struct DataClient {
     lossy: Arc<RTCDataChannel>,
     publisher: Arc<RTCPeerConnection>,
     subscriber: Arc<RTCPeerConnection>,
+    /// Closed with the client: their reader tasks hold the sockets open otherwise.
+    muxes: [Arc<webrtc::ice::udp_mux::UDPMuxDefault>; 2],
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -91,20 +94,10 @@ impl DataClient {
         };
         let id = joined["participant"]["id"].as_str().unwrap().to_owned();
 
-        let (publisher_api, _) = client_api();
-        let (subscriber_api, _) = client_api();
-        let publisher = Arc::new(
-            publisher_api
-                .new_peer_connection(RTCConfiguration::default())
-                .await
-                .unwrap(),
-        );
-        let subscriber = Arc::new(
-            subscriber_api
-                .new_peer_connection(RTCConfiguration::default())
-                .await
-                .unwrap(),
-        );
+        let (publisher_api, publisher_mux) = client_api();
+        let (subscriber_api, subscriber_mux) = client_api();
+        let publisher = peer_connection(&publisher_api).await;
+        let subscriber = peer_connection(&subscriber_api).await;
 
         let got: Arc<Mutex<Vec<Got>>> = Arc::default();
         let opened: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -159,19 +152,7 @@ impl DataClient {
         let events: Arc<Mutex<Vec<Value>>> = Arc::default();
         let subscribe_offers: Arc<Mutex<Vec<String>>> = Arc::default();
         let publish_answer: Arc<Mutex<Option<String>>> = Arc::default();
-        let (outbound, mut outbound_rx) = mpsc::unbounded_channel::<Value>();
-        let (mut sink, mut stream) = ws.split();
-        let writer = tokio::spawn(async move {
-            while let Some(v) = outbound_rx.recv().await {
-                if sink
-                    .send(Message::Text(v.to_string().into()))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let (outbound, mut stream, writer) = split_ws(ws);
         let (sub, publ, reply, log, offers, answer_sdp) = (
             subscriber.clone(),
             publisher.clone(),
@@ -181,12 +162,7 @@ impl DataClient {
             publish_answer.clone(),
         );
         let reader = tokio::spawn(async move {
-            while let Some(Ok(message)) = stream.next().await {
-                let Message::Text(text) = message else {
-                    continue;
-                };
-                let m: Value = serde_json::from_str(&text).unwrap();
-                log.lock().unwrap().push(m.clone());
+            while let Some(m) = next_logged(&mut stream, &log).await {
                 match m["type"].as_str().unwrap() {
                     "subscribe_offer" => {
                         let sdp = m["sdp"].as_str().unwrap().to_owned();
@@ -248,6 +224,7 @@ impl DataClient {
             lossy,
             publisher,
             subscriber,
+            muxes: [publisher_mux, subscriber_mux],
             tasks: vec![writer, reader],
         }
     }
@@ -319,6 +296,10 @@ impl DataClient {
     async fn close(self) {
         let _ = self.publisher.close().await;
         let _ = self.subscriber.close().await;
+        for mux in &self.muxes {
+            use webrtc::ice::udp_mux::UDPMux;
+            let _ = mux.close().await;
+        }
         for t in self.tasks {
             t.abort();
         }

@@ -96,20 +96,28 @@ pub(crate) fn accept_publisher_channels(pc: &RTCPeerConnection, sender: Weak<Dat
                 return;
             }
             drop(strong);
-            let channel = Arc::downgrade(&dc);
-            dc.on_open(Box::new(move || {
-                Box::pin(async move {
-                    let Some(dc) = channel.upgrade() else {
-                        return;
-                    };
-                    match dc.detach().await {
-                        Ok(raw) => {
-                            tokio::spawn(read_publisher_channel(raw, sender, delivery));
-                        }
-                        Err(e) => tracing::warn!(error = %e, "could not detach a data channel"),
-                    }
-                })
-            }));
+            when_open(&dc, move |raw| {
+                tokio::spawn(read_publisher_channel(raw, sender, delivery));
+            });
+        })
+    }));
+}
+
+/// Once `dc` opens, hands its detached channel to `then` (the handler holds a `Weak`).
+fn when_open(
+    dc: &Arc<RTCDataChannel>,
+    then: impl FnOnce(Arc<DataChannel>) + Send + Sync + 'static,
+) {
+    let channel = Arc::downgrade(dc);
+    dc.on_open(Box::new(move || {
+        Box::pin(async move {
+            let Some(dc) = channel.upgrade() else {
+                return;
+            };
+            match dc.detach().await {
+                Ok(raw) => then(raw),
+                Err(e) => tracing::warn!(error = %e, "could not detach a data channel"),
+            }
         })
     }));
 }
@@ -210,20 +218,9 @@ async fn create_channel(pc: &RTCPeerConnection, delivery: Delivery) -> Result<Op
     };
     let dc = pc.create_data_channel(label(delivery), Some(init)).await?;
     let (tx, opened) = oneshot::channel();
-    let channel = Arc::downgrade(&dc);
-    dc.on_open(Box::new(move || {
-        Box::pin(async move {
-            let Some(dc) = channel.upgrade() else {
-                return;
-            };
-            match dc.detach().await {
-                Ok(raw) => {
-                    let _ = tx.send(raw);
-                }
-                Err(e) => tracing::warn!(error = %e, "could not detach a data channel"),
-            }
-        })
-    }));
+    when_open(&dc, move |raw| {
+        let _ = tx.send(raw);
+    });
     Ok(Opening {
         _channel: dc,
         opened,

@@ -287,6 +287,59 @@ pub fn client_api() -> (API, Arc<UDPMuxDefault>) {
     client_api_with(None)
 }
 
+/// Splits a signaling socket: what is sent on the returned sender goes out in order,
+/// written by the returned task (which closes the socket when the sender is dropped); the
+/// stream half is the caller's to read.
+pub fn split_ws(
+    ws: Ws,
+) -> (
+    mpsc::UnboundedSender<Value>,
+    futures_util::stream::SplitStream<Ws>,
+    JoinHandle<()>,
+) {
+    let (outbound, mut outbound_rx) = mpsc::unbounded_channel::<Value>();
+    let (mut sink, stream) = ws.split();
+    let writer = tokio::spawn(async move {
+        while let Some(v) = outbound_rx.recv().await {
+            if sink
+                .send(Message::Text(v.to_string().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (outbound, stream, writer)
+}
+
+/// The next JSON message of a signaling stream, also appended to `log`; None once the
+/// stream ends.
+pub async fn next_logged(
+    stream: &mut futures_util::stream::SplitStream<Ws>,
+    log: &Mutex<Vec<Value>>,
+) -> Option<Value> {
+    while let Some(Ok(message)) = stream.next().await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let m: Value = serde_json::from_str(&text).expect("the server sends JSON");
+        log.lock().unwrap().push(m.clone());
+        return Some(m);
+    }
+    None
+}
+
+/// A peer connection of `api` with the default configuration.
+pub async fn peer_connection(api: &API) -> Arc<RTCPeerConnection> {
+    Arc::new(
+        api.new_peer_connection(RTCConfiguration::default())
+            .await
+            .expect("a peer connection"),
+    )
+}
+
 /// RTX packets a client received: (SSRC, sequence number, payload: the original sequence
 /// number and the original payload).
 pub type RtxPackets = Arc<Mutex<Vec<(u32, u16, Vec<u8>)>>>;
@@ -531,18 +584,8 @@ impl RtcClient {
         let (publisher_api, publisher_mux) = client_api();
         let rtx_packets: RtxPackets = Arc::default();
         let (subscriber_api, subscriber_mux) = client_api_with(rtx.then(|| rtx_packets.clone()));
-        let publisher = Arc::new(
-            publisher_api
-                .new_peer_connection(RTCConfiguration::default())
-                .await
-                .unwrap(),
-        );
-        let subscriber = Arc::new(
-            subscriber_api
-                .new_peer_connection(RTCConfiguration::default())
-                .await
-                .unwrap(),
-        );
+        let publisher = peer_connection(&publisher_api).await;
+        let subscriber = peer_connection(&subscriber_api).await;
         let received: Received = Arc::default();
         let events: Arc<Mutex<Vec<Value>>> = Arc::default();
 
@@ -597,32 +640,14 @@ impl RtcClient {
             Box::pin(async {})
         }));
 
-        let (outbound, mut outbound_rx) = mpsc::unbounded_channel::<Value>();
-        let (mut sink, mut stream) = ws.split();
-        let writer = tokio::spawn(async move {
-            while let Some(v) = outbound_rx.recv().await {
-                if sink
-                    .send(Message::Text(v.to_string().into()))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            let _ = sink.close().await;
-        });
+        let (outbound, mut stream, writer) = split_ws(ws);
 
         let sub = subscriber.clone();
         let publ = publisher.clone();
         let reply = outbound.clone();
         let log = events.clone();
         let reader = tokio::spawn(async move {
-            while let Some(Ok(message)) = stream.next().await {
-                let Message::Text(text) = message else {
-                    continue;
-                };
-                let m: Value = serde_json::from_str(&text).unwrap();
-                log.lock().unwrap().push(m.clone());
+            while let Some(m) = next_logged(&mut stream, &log).await {
                 match m["type"].as_str().unwrap() {
                     "track_published" => {
                         if let Some(reply_to) = &on_track_published {
