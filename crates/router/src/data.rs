@@ -373,6 +373,18 @@ impl Outbox {
         self.lock().closed
     }
 
+    /// Returns once the queue is closed or overflowed (at once if it is).
+    pub async fn until_not_open(&self) {
+        loop {
+            // Made before the check: overflow and close wake every waiter.
+            let changed = self.drained.notified();
+            if !self.is_open() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Neither closed nor overflowed: what is in hand may still be written.
     pub fn is_open(&self) -> bool {
         let state = self.lock();

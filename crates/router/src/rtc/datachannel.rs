@@ -277,9 +277,16 @@ async fn write_subscriber_channel(
                 if !outbox.is_open() {
                     continue;
                 }
-                match channel.write_data_channel(&message, false).await {
-                    Ok(n) => stats.data.sent.add(n),
-                    Err(e) => tracing::debug!(error = %e, ?delivery, "data channel write failed"),
+                // SCTP's write waits while its association's pending queue (128 KiB in
+                // webrtc-sctp) is full, as it stays for a receiver that stopped reading;
+                // an overflow (or the receiver leaving) must not wait for it. Dropping the
+                // write is safe: a message under 85 KiB is queued whole or not at all.
+                tokio::select! {
+                    written = channel.write_data_channel(&message, false) => match written {
+                        Ok(n) => stats.data.sent.add(n),
+                        Err(e) => tracing::debug!(error = %e, ?delivery, "data channel write failed"),
+                    },
+                    () = outbox.until_not_open() => {}
                 }
             }
             Next::Overflowed => {
