@@ -17,6 +17,10 @@ const els = {
   controls: $('controls'),
   toggleMic: $('toggle-mic'),
   toggleCamera: $('toggle-camera'),
+  toggleScreen: $('toggle-screen'),
+  gallery: $('gallery'),
+  spotlight: $('spotlight'),
+  spotlightLabel: $('spotlight-label'),
   leave: $('leave'),
   connectionState: $('connection-state'),
   roomInfo: $('room-info'),
@@ -45,6 +49,10 @@ const SIZE_DEBOUNCE_MS = 300;
 let localStream = null;
 let localTile = null;
 const tiles = new Map(); // participant id -> tile element (remote only)
+// Participant id -> {name, trackId, track, audioTrack} of each remote screen share, oldest
+// first: the newest is in the spotlight.
+const screens = new Map();
+let shownScreen = null; // the track id in the spotlight
 
 // ------------------------------------------------------------------------------------------
 // Icons (inline SVG, stroke style)
@@ -54,6 +62,7 @@ const ICONS = {
   micOff: '<path d="M15 9.3V5a3 3 0 0 0-5.7-1.3"/><path d="M9 9v2a3 3 0 0 0 5.1 2.1"/><path d="M19 10v1a7 7 0 0 1-.8 3.2"/><path d="M5 10v1a7 7 0 0 0 11.9 5"/><path d="M12 18v4"/><path d="M3 3l18 18"/>',
   cam: '<rect x="2" y="6" width="14" height="12" rx="2"/><path d="M16 10.5l6-3.5v10l-6-3.5z"/>',
   camOff: '<path d="M10.7 6H14a2 2 0 0 1 2 2v3.3l1 1 5-3.3v10"/><path d="M16 16v0a2 2 0 0 1-2 2H4a2 2 0 0 1-2-2V8a2 2 0 0 1 2-2h2"/><path d="M3 3l18 18"/>',
+  screen: '<rect x="2" y="3" width="20" height="14" rx="2"/><path d="M8 21h8"/><path d="M12 17v4"/><path d="M9 10l3-3 3 3"/><path d="M12 7v6"/>',
   leave: '<path d="M10 17l5-5-5-5"/><path d="M15 12H3"/><path d="M14 3h5a2 2 0 0 1 2 2v14a2 2 0 0 1-2 2h-5"/>',
 };
 
@@ -226,6 +235,7 @@ function renderRemote(p) {
   attach(tile.querySelector('video'), p.videoTrack);
   attach(tile.querySelector('audio'), p.audioTrack);
   tile.classList.toggle('has-video', !!p.videoTrack && !p.videoMuted);
+  setScreen(p);
   const videoTrackId = p.videoTrackId ?? '';
   if (tile.dataset.videoTrackId !== videoTrackId) {
     tile.dataset.videoTrackId = videoTrackId;
@@ -244,8 +254,75 @@ function removeRemote(id) {
   sizeTimers.delete(tile);
   for (const media of tile.querySelectorAll('video, audio')) media.srcObject = null;
   tile.remove();
+  if (screens.delete(id)) renderSpotlight();
   layout();
   updateCount();
+}
+
+// ------------------------------------------------------------------------------------------
+// Screen share: the newest remote share fills the spotlight above a strip of the tiles;
+// our own share shows there (as a preview) only while nobody else shares.
+
+function setScreen(p) {
+  const had = screens.get(p.id);
+  if (p.screenTrack) {
+    if (had?.track === p.screenTrack && had.audioTrack === p.screenAudioTrack) return;
+    if (had?.track !== p.screenTrack) screens.delete(p.id); // a new share goes to the front
+    screens.set(p.id, { name: p.name, trackId: p.screenTrackId, track: p.screenTrack, audioTrack: p.screenAudioTrack });
+  } else if (!had) {
+    return;
+  } else {
+    screens.delete(p.id);
+  }
+  renderSpotlight();
+}
+
+function renderSpotlight() {
+  const remote = [...screens.values()].at(-1) ?? null;
+  const local = client.screenStream;
+  const video = els.spotlight.querySelector('video');
+  const audio = els.spotlight.querySelector('audio');
+  // Screens we do not show are not forwarded to us.
+  for (const s of screens.values()) {
+    if (s === remote) continue;
+    try { client.setVideoSize(s.trackId, 0, 0); } catch { /* gone */ }
+  }
+  if (remote) {
+    attach(video, remote.track);
+    attach(audio, remote.audioTrack);
+    els.spotlightLabel.textContent = `${remote.name || 'Guest'} is sharing their screen`;
+    els.spotlight.dataset.videoTrackId = remote.trackId;
+    els.spotlight.dataset.participantId = [...screens.entries()].find(([, s]) => s === remote)[0];
+    if (shownScreen !== remote.trackId) scheduleSizeReport(els.spotlight, 0);
+    shownScreen = remote.trackId;
+  } else {
+    shownScreen = null;
+    delete els.spotlight.dataset.videoTrackId;
+    els.spotlight.dataset.participantId = local ? (client.participantId ?? '') : '';
+    attach(video, local?.getVideoTracks()[0] ?? null);
+    attach(audio, null);
+    els.spotlightLabel.textContent = local ? 'You are sharing your screen' : '';
+  }
+  const on = !!(remote || local);
+  els.spotlight.hidden = !on;
+  els.gallery.classList.toggle('spotlight-mode', on);
+  layout();
+}
+
+sizeObserver.observe(els.spotlight);
+
+async function toggleScreenShare() {
+  els.toggleScreen.disabled = true;
+  try {
+    if (client.isScreenSharing()) await client.stopScreenShare();
+    else await client.startScreenShare();
+  } catch (err) {
+    // Closing the browser's picker is a choice, not an error.
+    if (err.name === 'NotAllowedError' || err.name === 'AbortError') showStatus('Screen share cancelled.');
+    else showStatus(`Screen share failed: ${err.message}`, 'error');
+  } finally {
+    renderLocal();
+  }
 }
 
 function renderLocal() {
@@ -259,6 +336,13 @@ function renderLocal() {
     ['mic', 'Mute'], ['micOff', 'Unmute']);
   setControl(els.toggleCamera, client.hasLocal('video'), !videoMuted,
     ['cam', 'Stop video'], ['camOff', 'Start video']);
+  const sharing = client.isScreenSharing();
+  const canShare = client.joined && !!navigator.mediaDevices?.getDisplayMedia;
+  els.toggleScreen.disabled = !canShare;
+  els.toggleScreen.classList.toggle('active', sharing);
+  els.toggleScreen.setAttribute('aria-pressed', String(sharing));
+  els.toggleScreen.innerHTML = `${icon('screen')}<span class="label">${sharing ? 'Stop sharing' : 'Share screen'}</span>`;
+  els.toggleScreen.title = canShare ? (sharing ? 'Stop sharing your screen' : 'Share your screen') : 'Screen sharing is not available';
   renderSpeakers();
 }
 
@@ -275,10 +359,15 @@ function updateCount() {
   els.participantCount.textContent = `${n} ${n === 1 ? 'participant' : 'participants'}`;
 }
 
-// Gallery layout: the tile width that fits every tile at 16:9 into the available area.
+// Gallery layout: the tile width that fits every tile at 16:9 into the available area (in
+// spotlight mode the strip's CSS sets it).
 function layout() {
   const n = els.tiles.children.length;
   if (n === 0) return;
+  if (els.gallery.classList.contains('spotlight-mode')) {
+    els.tiles.style.removeProperty('--tile-w');
+    return;
+  }
   const style = getComputedStyle(els.tiles);
   const gap = parseFloat(style.columnGap) || 12;
   const width = els.tiles.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
@@ -316,6 +405,10 @@ client.addEventListener('participantleft', (ev) => {
   if (name && client.joined) showStatus(`${name} left`);
 });
 client.addEventListener('localmute', renderLocal);
+client.addEventListener('localscreen', () => {
+  renderSpotlight();
+  renderLocal();
+});
 client.addEventListener('activespeakers', renderSpeakers);
 client.addEventListener('servererror', (ev) => {
   showStatus(`Server error (${ev.detail.code}): ${ev.detail.message}`, 'error');
@@ -437,6 +530,8 @@ function endMeeting(sendLeave) {
   joinedAnnounced = false;
   chat.reset();
   for (const id of [...tiles.keys()]) removeRemote(id);
+  screens.clear();
+  renderSpotlight();
   localTile = null;
   els.tiles.replaceChildren();
   if (localStream) {
@@ -454,6 +549,7 @@ els.toggleMic.addEventListener('click', () => {
 els.toggleCamera.addEventListener('click', () => {
   client.setCameraEnabled(!client.isCameraEnabled());
 });
+els.toggleScreen.addEventListener('click', toggleScreenShare);
 els.leave.addEventListener('click', () => {
   endMeeting(true);
   showStatus('You left the meeting.');

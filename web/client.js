@@ -27,6 +27,7 @@
 //   trackadded         {participantId, trackId, kind, track, mid}
 //   trackremoved       {participantId, trackId, kind, track, mid}
 //   localmute          {kind, muted}
+//   localscreen        {sharing, stream}    our screen share started or stopped
 //   activespeakers     {speakers}           [{participantId, level}] loudest first (server's view)
 //   servererror        {code, message}      an `error` message from the server
 //   roomupdated        {metadata}           the operator changed the room's metadata
@@ -41,6 +42,12 @@
 //   file               {transferId, participantId, identity, name, size, type, blob}  a file
 //                      received whole
 //   fileerror          {direction, transferId, name, reason}  a transfer that broke off
+//
+// Screen share: startScreenShare() adds the display's video (source `screen`) and its audio
+// (`screen_audio`) to the publisher connection and re-offers it; stopScreenShare() sets
+// those sections inactive and re-offers. The next share reuses them (replaceTrack). Others
+// see it in the participant snapshot as screenTrack / screenAudioTrack, apart from the
+// camera's videoTrack and the microphone's audioTrack.
 //
 // Data: the publisher connection carries two data channels, `_reliable` (ordered) and
 // `_lossy` (unordered, no retransmits); the server relays each message to the others on
@@ -62,6 +69,15 @@ const FILE_HIGH_WATER = 1 << 20;
 const FILE_LOW_WATER = 256 * 1024;
 /** What the server takes when its SDP does not say (it does: a=max-message-size). */
 const DEFAULT_MAX_MESSAGE_SIZE = 65_535;
+/** How long a publish_offer waits for the server's answer. */
+const ANSWER_TIMEOUT_MS = 15_000;
+/** Errors with which the server refuses a publish_offer (docs/protocol.md). */
+const REFUSED_OFFER_CODES = Object.freeze(['invalid_sdp', 'rate_limited', 'internal']);
+/** A publish_offer refused for its rate is tried again after 1, 2, 4 s. */
+const OFFER_RETRIES = 3;
+const OFFER_RETRY_MS = 1_000;
+/** A shared screen's one encoding. */
+const SCREEN_MAX_BITRATE = 2_500_000;
 
 /** The camera's simulcast encodings, lowest first (the server names them low/medium/high). */
 export const SIMULCAST_ENCODINGS = Object.freeze([
@@ -71,6 +87,9 @@ export const SIMULCAST_ENCODINGS = Object.freeze([
 ]);
 
 export const QUALITIES = Object.freeze(['low', 'medium', 'high', 'off']);
+
+/** Track sources of a shared screen (docs/protocol.md). */
+export const SCREEN_SOURCES = Object.freeze(['screen', 'screen_audio']);
 
 /** The default signaling URL for a page served by the Switchyard server itself. */
 export function defaultSignalUrl(loc = globalThis.location) {
@@ -177,6 +196,7 @@ class PeerSide {
     this.pendingLocalCandidates = []; // our candidates waiting for our offer/answer to be sent
     this.queue = Promise.resolve(); // serializes SDP operations
     this.answering = false; // subscriber: between applying an offer and sending our answer
+    this.answerWaiter = null; // publisher: {resolve, reject} while our offer awaits its answer
   }
 }
 
@@ -209,8 +229,17 @@ export class SwitchyardClient extends EventTarget {
     this._pendingSubscriberCandidates = []; // server candidates before the subscriber PC exists
     this._remote = new Map(); // participantId -> participant record
     this._departed = new Set(); // ids that left: never resurrected by a stale offer
+    // Track ids unpublished and not published again: an offer the server made before it
+    // heard of the unpublish still lists them, and must not bring them back. (A screen
+    // shared again in the same transceiver comes back under the same id.)
+    this._unpublished = new Set();
     this._bindings = new Map(); // subscriber mid -> {mid, participantId, trackId, kind, track}
-    this._local = new Map(); // kind -> {track, localTrackId, wireTrackId, muted}
+    this._local = new Map(); // kind -> {track, transceiver, wireTrackId, muted}: camera, microphone
+    // The screen share: {stream, video, audio} (each {track, transceiver, wireTrackId, source}
+    // or null) while sharing, else null. Its transceivers outlive a share and carry the next
+    // one, so sharing twenty times does not grow the publisher connection by forty sections.
+    this._screen = null;
+    this._screenTransceivers = { video: null, audio: null };
     // Received video track id -> {pinned, size, sent}: what we want of it, and what the
     // server last heard (so an unchanged size is never sent twice).
     this._subscriptions = new Map();
@@ -392,6 +421,74 @@ export class SwitchyardClient extends EventTarget {
 
   hasLocal(kind) {
     return this._local.has(kind);
+  }
+
+  /** Whether we share a screen (or a window or tab) now. */
+  isScreenSharing() {
+    return this._screen != null;
+  }
+
+  /** The stream we share (for a local preview), or null. */
+  get screenStream() {
+    return this._screen?.stream ?? null;
+  }
+
+  /**
+   * Shares a screen: `getDisplayMedia` (the browser asks which screen, window or tab; with
+   * `audio`, its sound too when the browser offers it), published as a second video track
+   * with source `screen` (its audio: `screen_audio`) by renegotiating the publisher
+   * connection. `stream` shares a stream obtained elsewhere instead. Resolves once the
+   * server accepted the new offer; stopping from the browser's own controls unpublishes it.
+   */
+  async startScreenShare({ audio = true, stream } = {}) {
+    if (!this._pub) throw new Error('not joined');
+    if (this._screen) return this._screen.stream;
+    const display = stream ?? await navigator.mediaDevices.getDisplayMedia({
+      video: { frameRate: { ideal: 15, max: 30 } },
+      audio,
+    });
+    if (!this._pub || this._screen) {
+      // Left, or another share started, while the browser asked.
+      for (const t of display.getTracks()) t.stop();
+      throw new Error(this._pub ? 'already sharing' : 'left the room while choosing a screen');
+    }
+    const video = display.getVideoTracks()[0];
+    if (!video) throw new Error('the shared stream has no video');
+    // Text and lines stay sharp: the encoder keeps resolution and gives up frame rate.
+    if ('contentHint' in video) video.contentHint = 'detail';
+    const screen = { stream: display, video: null, audio: null };
+    screen.video = await this._screenSender('video', video, display);
+    const sound = display.getAudioTracks()[0];
+    if (sound) screen.audio = await this._screenSender('audio', sound, display);
+    this._screen = screen;
+    // The browser's own "Stop sharing" ends the track.
+    video.addEventListener('ended', () => {
+      if (this._screen === screen) this.stopScreenShare().catch((err) => this._emitError(err, 'stopping the screen share failed'));
+    }, { once: true });
+    this._emit('localscreen', { sharing: true, stream: display });
+    try {
+      await this._negotiatePublisher();
+    } catch (err) {
+      if (this._screen === screen) await this.stopScreenShare().catch(() => {});
+      throw err;
+    }
+    return display;
+  }
+
+  /** Stops sharing: unpublishes the screen (and its audio) everywhere and stops capturing. */
+  async stopScreenShare() {
+    const screen = this._screen;
+    if (!screen) return;
+    this._screen = null;
+    for (const entry of [screen.video, screen.audio]) {
+      if (!entry) continue;
+      // The section goes inactive and keeps its place for the next share.
+      await entry.transceiver.sender.replaceTrack(null).catch(() => {});
+      if (entry.transceiver.currentDirection !== 'stopped') entry.transceiver.direction = 'inactive';
+    }
+    for (const t of screen.stream.getTracks()) t.stop();
+    this._emit('localscreen', { sharing: false, stream: null });
+    if (this._pub) await this._negotiatePublisher();
   }
 
   /**
@@ -593,6 +690,17 @@ export class SwitchyardClient extends EventTarget {
     if (msg.code === 'duplicate_identity') this._serverReason = 'you joined this room from another tab or device';
     // The server reset our reliable channel: what was arriving on it is incomplete.
     if (msg.code === 'data_overflow') this._abortIncomingFiles('the data channel was reset: this tab fell too far behind');
+    // A refused publish_offer is answered with an error instead of publish_answer.
+    const waiter = this._pub?.answerWaiter;
+    if (waiter && (REFUSED_OFFER_CODES.includes(msg.code) || (msg.code === 'forbidden' && /publish/i.test(msg.message ?? '')))) {
+      this._pub.answerWaiter = null;
+      const err = new Error(`the server refused our offer: ${msg.code}: ${msg.message}`);
+      err.code = msg.code;
+      waiter.reject(err);
+      // Its caller hears of it (startScreenShare throws); one refused for its rate is
+      // retried first, and says nothing unless the retries fail too.
+      if (msg.code === 'rate_limited') return;
+    }
     this._emit('servererror', { code: msg.code, message: msg.message });
     if (this._joinWaiter) {
       const err = new Error(`${msg.code}: ${msg.message}`);
@@ -630,6 +738,7 @@ export class SwitchyardClient extends EventTarget {
         try { side.pc.close(); } catch { /* already closed */ }
       }
     }
+    this._pub?.answerWaiter?.reject(new Error(reason));
     const ws = this._ws;
     if (ws && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) {
       try { ws.close(1000, 'leaving'); } catch { /* ignore */ }
@@ -642,6 +751,12 @@ export class SwitchyardClient extends EventTarget {
     this._bindings.clear();
     this._remote.clear();
     this._local.clear();
+    if (this._screen) {
+      for (const t of this._screen.stream.getTracks()) t.stop();
+      this._screen = null;
+      this._emit('localscreen', { sharing: false, stream: null });
+    }
+    this._screenTransceivers = { video: null, audio: null };
     this._subscriptions.clear();
     this._channels = { reliable: null, lossy: null };
     this._abortIncomingFiles('the session ended');
@@ -828,6 +943,96 @@ export class SwitchyardClient extends EventTarget {
     side.queue = side.queue.then(() => this._addRemoteCandidate(side, wire));
   }
 
+  /** The screen's sender of `kind`: its transceiver from an earlier share, or a new one. */
+  async _screenSender(kind, track, stream) {
+    let transceiver = this._screenTransceivers[kind];
+    if (transceiver && transceiver.currentDirection !== 'stopped') {
+      await transceiver.sender.replaceTrack(track);
+      transceiver.direction = 'sendonly';
+    } else {
+      // One encoding, sharp rather than smooth: a screen is read, not watched.
+      const init = { direction: 'sendonly', streams: [stream] };
+      if (kind === 'video') init.sendEncodings = [{ maxBitrate: SCREEN_MAX_BITRATE }];
+      transceiver = this._pub.pc.addTransceiver(track, init);
+      this._screenTransceivers[kind] = transceiver;
+    }
+    return { track, transceiver, wireTrackId: track.id, source: kind === 'video' ? 'screen' : 'screen_audio' };
+  }
+
+  /** Every track we publish now: {track, transceiver, wireTrackId, source}. */
+  _publishedEntries() {
+    const entries = [...this._local.values()];
+    for (const e of [this._screen?.video, this._screen?.audio]) if (e) entries.push(e);
+    return entries;
+  }
+
+  /**
+   * Offers the publisher connection's current shape and applies the server's answer, one
+   * negotiation at a time (each waits for the one before it). `publish_offer` declares the
+   * source of every track we publish, by the track id of its a=msid.
+   */
+  _negotiatePublisher() {
+    const side = this._pub;
+    if (!side) return Promise.reject(new Error('not joined'));
+    const run = side.queue.then(async () => {
+      // A refused offer is rolled back; one refused for its rate is tried again once the
+      // server's budget allows (a screen shared and stopped in quick succession).
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await this._offerPublisher(side);
+        } catch (err) {
+          if (err.code !== 'rate_limited' || attempt >= OFFER_RETRIES || this._pub !== side) throw err;
+          this._log(`publish_offer refused for its rate; again in ${OFFER_RETRY_MS << attempt} ms`);
+          await new Promise((resolve) => { setTimeout(resolve, OFFER_RETRY_MS << attempt); });
+        }
+      }
+    });
+    // The queue goes on after a failed negotiation; the caller hears of the failure.
+    side.queue = run.catch(() => {});
+    return run;
+  }
+
+  /** One publish_offer and its answer (or the server's refusal, as an error with its code). */
+  async _offerPublisher(side) {
+    if (this._pub !== side || side.pc.signalingState === 'closed') return;
+    const pc = side.pc;
+    await pc.setLocalDescription(await pc.createOffer());
+    if (this._pub !== side) return; // left meanwhile
+    // The server keys tracks by the id in each m-section's a=msid; read it back from the
+    // SDP rather than assume it equals MediaStreamTrack.id.
+    const sections = parseMediaSections(pc.localDescription.sdp);
+    const meta = [];
+    for (const entry of this._publishedEntries()) {
+      const mid = entry.transceiver.mid;
+      const sec = mid != null ? sections.get(mid) : null;
+      if (sec?.msid?.trackId) entry.wireTrackId = sec.msid.trackId;
+      meta.push({ track_id: entry.wireTrackId, source: entry.source });
+    }
+    const answer = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no publish_answer within ${ANSWER_TIMEOUT_MS / 1000} s`)), ANSWER_TIMEOUT_MS);
+      side.answerWaiter = {
+        resolve: (v) => { clearTimeout(timer); resolve(v); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      };
+    });
+    this._send({ type: 'publish_offer', sdp: pc.localDescription.sdp, tracks: meta });
+    this._mark('publish_offer sent');
+    if (!side.localSdpSent) this._flushLocalCandidates(side);
+    let msg;
+    try {
+      msg = await answer;
+    } catch (err) {
+      side.answerWaiter = null;
+      // Back to the last agreed shape, so the next negotiation starts from a stable state.
+      if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+      throw err;
+    }
+    await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+    this._mark('publish_answer applied');
+    if (!side.remoteDescriptionSet) await this._flushRemoteCandidates(side);
+    this._updateState();
+  }
+
   async _publish(stream) {
     const side = this._createPeerConnection('publisher');
     this._pub = side;
@@ -835,7 +1040,6 @@ export class SwitchyardClient extends EventTarget {
     this._openDataChannels(pc);
     const audio = stream?.getAudioTracks()[0];
     const video = stream?.getVideoTracks()[0];
-    const transceivers = [];
     for (const track of [audio, video]) {
       if (!track) continue;
       const init = { direction: 'sendonly', streams: [stream] };
@@ -844,34 +1048,17 @@ export class SwitchyardClient extends EventTarget {
       if (track.kind === 'video' && this.simulcast) {
         init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
       }
-      const t = pc.addTransceiver(track, init);
-      transceivers.push(t);
+      const transceiver = pc.addTransceiver(track, init);
       this._local.set(track.kind, {
         track,
+        transceiver,
         wireTrackId: track.id,
+        source: sourceFor(track.kind),
         muted: !track.enabled,
       });
     }
     this._updateState();
-
-    const offer = await pc.createOffer();
-    await pc.setLocalDescription(offer);
-    if (this._pub !== side) return; // left meanwhile
-
-    // The server keys tracks by the id in each m-section's a=msid; read it back from the SDP
-    // rather than assume it equals MediaStreamTrack.id.
-    const sections = parseMediaSections(pc.localDescription.sdp);
-    const meta = [];
-    for (const t of transceivers) {
-      const track = t.sender.track;
-      const local = this._local.get(track.kind);
-      const sec = t.mid != null ? sections.get(t.mid) : null;
-      if (sec?.msid?.trackId) local.wireTrackId = sec.msid.trackId;
-      meta.push({ track_id: local.wireTrackId, source: sourceFor(track.kind) });
-    }
-    this._send({ type: 'publish_offer', sdp: pc.localDescription.sdp, tracks: meta });
-    this._mark('publish_offer sent');
-    this._flushLocalCandidates(side);
+    await this._negotiatePublisher();
 
     // Mute state chosen before joining (e.g. joined with the microphone off).
     for (const [kind, local] of this._local) {
@@ -881,26 +1068,13 @@ export class SwitchyardClient extends EventTarget {
   }
 
   _onPublishAnswer(msg) {
-    const side = this._pub;
-    if (!side) {
-      this._log('publish_answer without a publisher connection, ignored');
+    const waiter = this._pub?.answerWaiter;
+    if (!waiter) {
+      this._log('publish_answer with no offer out, ignored');
       return;
     }
-    side.queue = side.queue.then(async () => {
-      if (side.pc.signalingState !== 'have-local-offer') {
-        this._log(`publish_answer in signaling state ${side.pc.signalingState}, ignored`);
-        return;
-      }
-      try {
-        await side.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
-        this._mark('publish_answer applied');
-      } catch (err) {
-        this._emitError(err, 'applying publish_answer failed');
-        return;
-      }
-      await this._flushRemoteCandidates(side);
-      this._updateState();
-    });
+    this._pub.answerWaiter = null;
+    waiter.resolve(msg);
   }
 
   _onSubscribeOffer(msg) {
@@ -979,7 +1153,7 @@ export class SwitchyardClient extends EventTarget {
         continue;
       }
       if (prev) this._unbind(prev);
-      if (next && !this._departed.has(next.participantId)) {
+      if (next && !this._departed.has(next.participantId) && !this._unpublished.has(next.trackId)) {
         this._bind(next);
         live.add(mid);
       }
@@ -1050,8 +1224,12 @@ export class SwitchyardClient extends EventTarget {
     }));
     const media = [...p.media.values()];
     const video = pickVideo(p, media);
-    const audioMuted = !tracks.some((t) => t.kind === 'audio' && !t.muted);
-    const videoMuted = !tracks.some((t) => t.kind === 'video' && !t.muted);
+    const isScreen = (b) => SCREEN_SOURCES.includes(p.tracks.get(b.trackId)?.source);
+    const screen = media.find((b) => b.kind === 'video' && isScreen(b));
+    const screenAudio = media.find((b) => b.kind === 'audio' && isScreen(b));
+    const own = (t) => !SCREEN_SOURCES.includes(t.source);
+    const audioMuted = !tracks.some((t) => t.kind === 'audio' && own(t) && !t.muted);
+    const videoMuted = !tracks.some((t) => t.kind === 'video' && own(t) && !t.muted);
     return {
       id: p.id,
       name: p.name,
@@ -1060,8 +1238,12 @@ export class SwitchyardClient extends EventTarget {
       audioMuted,
       videoMuted,
       videoTrackId: video?.trackId ?? null,
-      audioTrack: media.find((b) => b.kind === 'audio')?.track ?? null,
+      audioTrack: media.find((b) => b.kind === 'audio' && !isScreen(b))?.track ?? null,
       videoTrack: video?.track ?? null,
+      // What they share, if anything: shown large (the spotlight), with its sound.
+      screenTrackId: screen?.trackId ?? null,
+      screenTrack: screen?.track ?? null,
+      screenAudioTrack: screenAudio?.track ?? null,
     };
   }
 
@@ -1090,23 +1272,28 @@ export class SwitchyardClient extends EventTarget {
     if (!track) return;
     if (participantId === this.participantId) {
       // Our own track, as the server registered it: adopt the server's id for `mute`.
-      const local = [...this._local.values()].find((l) => l.wireTrackId === track.id)
-        ?? this._local.get(track.kind);
+      const entries = this._publishedEntries();
+      const local = entries.find((l) => l.wireTrackId === track.id)
+        ?? entries.find((l) => l.source === track.source && l.track.kind === track.kind);
       if (local && local.wireTrackId !== track.id) {
-        this._log(`server registered our ${track.kind} track as ${track.id} (offered ${local.wireTrackId})`);
+        this._log(`server registered our ${track.source} track as ${track.id} (offered ${local.wireTrackId})`);
         local.wireTrackId = track.id;
       }
       return;
     }
     if (this._departed.has(participantId)) return;
+    const republished = this._unpublished.delete(track.id);
     const p = this._ensureParticipant(participantId, null);
     const prev = p.tracks.get(track.id);
     p.tracks.set(track.id, { ...prev, ...track });
     this._emit('participantupdated', { participant: this._snapshot(p) });
+    // Its section may have arrived first, while the id still counted as unpublished.
+    if (republished) this._reconcileRemoteTracks();
   }
 
   _onTrackUnpublished(participantId, trackId) {
     if (participantId === this.participantId) return;
+    this._unpublished.add(trackId);
     const p = this._remote.get(participantId);
     if (!p) return;
     p.tracks.delete(trackId);
@@ -1154,7 +1341,7 @@ export class SwitchyardClient extends EventTarget {
     if (p) {
       const bound = pickVideo(p, [...p.media.values()]);
       if (bound) return bound.trackId;
-      const videos = [...p.tracks.values()].filter((t) => t.kind === 'video');
+      const videos = [...p.tracks.values()].filter((t) => t.kind === 'video' && t.source !== 'screen');
       const t = videos.find((v) => v.source === 'camera') ?? videos[0];
       if (t) return t.id;
       throw new Error(`participant ${id} publishes no video`);
@@ -1261,7 +1448,8 @@ export class SwitchyardClient extends EventTarget {
   }
 }
 
+/** The camera among a participant's received videos (a shared screen never is one). */
 function pickVideo(p, media) {
-  const videos = media.filter((b) => b.kind === 'video');
+  const videos = media.filter((b) => b.kind === 'video' && !SCREEN_SOURCES.includes(p.tracks.get(b.trackId)?.source));
   return videos.find((b) => p.tracks.get(b.trackId)?.source === 'camera') ?? videos[0];
 }

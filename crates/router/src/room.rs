@@ -47,9 +47,12 @@ pub(crate) enum RoomCommand {
         uptrack: Arc<UpTrack>,
         source: TrackSource,
     },
+    /// A published track's readers stopped. It names the instance: a publisher that
+    /// shares its screen again reuses the track id, and the old one's end must not
+    /// unpublish the new one.
     TrackEnded {
         id: ParticipantId,
-        track: TrackId,
+        uptrack: Arc<UpTrack>,
     },
     /// The publisher muted or unmuted its own track.
     Mute {
@@ -269,9 +272,10 @@ impl RoomTask {
                 uptrack,
                 source,
             } => self.publish(id, uptrack, source),
-            RoomCommand::TrackEnded { id, track } => {
-                if self.uptracks.get(&track).is_some_and(|u| u.publisher == id) {
-                    self.unpublish(&id, &track);
+            RoomCommand::TrackEnded { id, uptrack } => {
+                let current = self.uptracks.get(&uptrack.id);
+                if current.is_some_and(|u| u.publisher == id && Arc::ptr_eq(u, &uptrack)) {
+                    self.unpublish(&id, &uptrack.id);
                 }
             }
             RoomCommand::Mute { id, track, muted } => {

@@ -42,6 +42,8 @@ pub enum TrackSource {
     Camera,
     Microphone,
     Screen,
+    /// The audio of a shared screen or tab (`getDisplayMedia` with audio).
+    ScreenAudio,
     #[default]
     Unknown,
 }

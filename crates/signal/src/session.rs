@@ -39,7 +39,7 @@ impl Default for SessionLimits {
             max_identity_bytes: 128,
             messages_per_second: 50,
             message_burst: 200,
-            publish_offers_per_minute: 30,
+            publish_offers_per_minute: 60,
             publish_offer_burst: 10,
         }
     }

@@ -341,6 +341,7 @@ impl Participant {
                         }
                     }
                     PeerEvent::PublishedTrackEnded(raw_id) => {
+                        // The track under this id now may be a newer one, still live.
                         if self.published.get(&raw_id).is_some_and(|t| t.is_ended()) {
                             self.published.remove(&raw_id);
                         }
@@ -632,19 +633,33 @@ impl Participant {
         let publisher = self.ctx.id.clone();
         let events = self.events.clone();
         let ended_id = raw_id.clone();
-        let on_end = move |track| {
+        let on_end = move |uptrack| {
             let _ = room.send(RoomCommand::TrackEnded {
                 id: publisher,
-                track,
+                uptrack,
             });
             let _ = events.send(PeerEvent::PublishedTrackEnded(ended_id));
         };
         // A track id used again after its track ended is a new track, never a layer of
         // the dead one.
         if let Some(uptrack) = self.published.get(&raw_id).filter(|t| !t.is_ended()) {
-            tracing::info!(track = %raw_id, layer, "simulcast layer arrived");
-            uptrack.add_layer(remote, layer, audio_level_ext, on_end);
-            return;
+            if !uptrack.reads_layer(layer) {
+                tracing::info!(track = %raw_id, layer, "simulcast layer arrived");
+                uptrack.add_layer(remote, layer, audio_level_ext, on_end);
+                return;
+            }
+            // A layer it already reads, arriving again: the publisher stopped this
+            // transceiver's track and sends a new one in it (a screen shared again reuses
+            // its m-section and track id). webrtc-rs has stopped the old receiver; end the
+            // old track now, so the room unpublishes it before it hears of the new one.
+            tracing::info!(track = %raw_id, layer, "track replaced by its publisher");
+            uptrack.stop();
+            if uptrack.mark_ended() {
+                let _ = self.ctx.room.send(RoomCommand::TrackEnded {
+                    id: self.ctx.id.clone(),
+                    uptrack: uptrack.clone(),
+                });
+            }
         }
         let kind = match remote.kind() {
             webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Audio => TrackKind::Audio,

@@ -167,16 +167,27 @@ impl UpTrack {
         remote: Arc<TrackRemote>,
         layer: Layer,
         audio_level_ext: Option<u8>,
-        on_end: impl FnOnce(TrackId) + Send + 'static,
+        on_end: impl FnOnce(Arc<UpTrack>) + Send + 'static,
     ) {
         self.ssrcs[layer as usize].store(remote.ssrc(), Ordering::Relaxed);
         let track = self.clone();
         tokio::spawn(async move {
             track.read_loop(remote, layer, audio_level_ext).await;
-            if !track.ended.swap(true, Ordering::Relaxed) {
-                on_end(track.id.clone());
+            if track.mark_ended() {
+                on_end(track);
             }
         });
+    }
+
+    /// Whether a reader for `layer` was started (it may have ended since).
+    pub(crate) fn reads_layer(&self, layer: Layer) -> bool {
+        self.ssrcs[layer as usize].load(Ordering::Relaxed) != 0
+    }
+
+    /// Marks the track ended; true for the one caller that ended it (its end is reported
+    /// once, whether its reader saw the close or its publisher replaced it).
+    pub(crate) fn mark_ended(&self) -> bool {
+        !self.ended.swap(true, Ordering::Relaxed)
     }
 
     fn core(&self) -> MutexGuard<'_, TrackCore<Arc<UpPacket>, Arc<DownSink>>> {

@@ -261,8 +261,10 @@ impl PeerConnectionInternal {
         is_renegotiation: bool,
         remote_desc: Arc<RTCSessionDescription>,
     ) -> Result<()> {
+        // An inactive section sends nothing, whatever a=ssrc lines it keeps (Chromium keeps
+        // them after `direction = "inactive"`): its receiver must stop, as pion's does.
         let mut track_details = if let Some(parsed) = &remote_desc.parsed {
-            track_details_from_sdp(parsed, false)
+            track_details_from_sdp(parsed, true)
         } else {
             vec![]
         };
